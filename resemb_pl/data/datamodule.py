@@ -1,0 +1,312 @@
+"""CTRDataModule: interactions -> samples + interest graph, cached once, batched per step."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+from torch_geometric.data import Data
+
+from resemb_pl.data.graph import build_interest_graph
+from resemb_pl.data.interactions import Interactions
+from resemb_pl.data.protocols import Samples, din_samples
+from resemb_pl.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+Source = Literal["synthetic", "interactions", "amazon", "movielens"]
+
+
+class SampleDataset(Dataset):
+    """Samples as a map-style dataset whose batches are gathered in one vectorised call.
+
+    ``__getitems__`` pads each batch to the longest history *in that batch*.
+    """
+
+    def __init__(self, samples: Samples, item_category: np.ndarray) -> None:
+        self.samples = samples
+        self.item_category = item_category
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        s, idx = self.samples, np.asarray(indices, dtype=np.int64)
+        length = s.hist_len[idx]
+        width = max(1, int(length.max()) if len(idx) else 1)
+        offset = np.arange(width)
+        mask = offset[None, :] < length[:, None]
+        pos = np.where(mask, s.hist_start[idx, None] + offset[None, :], 0)
+        hist = np.where(mask, s.seq[pos], 0)
+        target = s.target[idx]
+        return {
+            "hist": torch.from_numpy(hist),
+            "hist_cat": torch.from_numpy(self.item_category[hist]),
+            "target": torch.from_numpy(target),
+            "target_cat": torch.from_numpy(self.item_category[target]),
+            "label": torch.from_numpy(s.label[idx]),
+            "user": torch.from_numpy(s.user[idx]),
+        }
+
+
+def _collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch
+
+
+class CTRDataModule(LightningDataModule):
+    """Interactions from a source, the DIN protocol, the interest graph, and loaders.
+
+    Processing (reading, samples, graph) runs once and is cached in ``cache_dir`` under a key
+    that hashes the inputs and every parameter; every process of a run reads the same cache.
+
+    Args:
+        source: ``synthetic`` (the interest-delay generator), ``interactions`` (a parquet or
+            csv in the canonical schema), ``amazon`` (a McAuley reviews dump, with
+            ``meta_path``) or ``movielens`` (an official MovieLens folder).
+        path: The file or folder of a non-synthetic source.
+        meta_path: The Amazon ``meta_<Category>.json(.gz)`` (optional).
+        preset: Synthetic preset: ``tiny``, ``small``, ``electronics`` or ``books``.
+        split: ``last`` (leave the last item of each user out) or ``user`` (split users).
+        max_len: Longest history kept.
+        window: Co-occurrence window of the interest graph (Algorithm 1's :math:`\\Delta`).
+        top_k: Neighbours kept per item (Algorithm 1's :math:`K`).
+        batch_size: Training batch size (paper: 128).
+        eval_batch_size: Batch size of validation, test and prediction.
+        num_workers: DataLoader workers.
+        seed: Seed of generation, negative sampling and splits.
+        cache_dir: Where processed data is cached; ``None`` disables the cache.
+
+    Example::
+
+        dm = CTRDataModule(preset="tiny")
+        dm.prepare_data(); dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))
+    """
+
+    def __init__(
+        self,
+        source: Source = "synthetic",
+        path: str | None = None,
+        meta_path: str | None = None,
+        preset: str = "small",
+        split: Literal["last", "user"] = "last",
+        max_len: int = 50,
+        window: int = 2,
+        top_k: int = 8,
+        batch_size: int = 128,
+        eval_batch_size: int = 1024,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = ".cache/resemb_pl",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if source != "synthetic" and path is None:
+            raise ConfigError(f"data.path: required for source {source!r}")
+        for key, value in (("max_len", max_len), ("window", window), ("top_k", top_k),
+                           ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise ConfigError(f"data.{key}: must be >= 1, got {value}")
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    # -- the processed data ------------------------------------------------------------------
+    @property
+    def num_items(self) -> int:
+        """Number of items ``H``; linked to ``model.num_items``."""
+        return int(self.arrays["num_items"])
+
+    @property
+    def num_categories(self) -> int:
+        """Number of categories ``C``; linked to ``model.num_categories``."""
+        return int(self.arrays["num_categories"])
+
+    @property
+    def graph(self) -> Data:
+        """The item interest graph built from the training sequences only."""
+        a = self.arrays
+        return Data(
+            edge_index=torch.from_numpy(a["edge_index"]),
+            edge_weight=torch.from_numpy(a["edge_weight"]),
+            num_nodes=self.num_items + 1,
+        )
+
+    @property
+    def item_category(self) -> np.ndarray:
+        return self.arrays["item_category"]
+
+    @property
+    def item_domain(self) -> np.ndarray | None:
+        """True interest domain per item (synthetic data) or ``None``."""
+        return self.arrays.get("item_domain")
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = self._load_or_build()
+        return self._arrays
+
+    def samples(self, stage: Literal["train", "val", "test"]) -> Samples:
+        return Samples.from_arrays(self.arrays, f"{stage}_")
+
+    def prepare_data(self) -> None:
+        self.arrays  # noqa: B018 - builds the cache once, before the processes split
+
+    def setup(self, stage: str | None = None) -> None:
+        self.datasets = {
+            name: SampleDataset(self.samples(name), self.item_category)
+            for name in ("train", "val", "test")
+        }
+
+    # -- loaders -----------------------------------------------------------------------------
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        batch_size = self.hparams.batch_size if name == "train" else self.hparams.eval_batch_size
+        return DataLoader(
+            self.datasets[name],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=_collate,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    # -- processing and cache ----------------------------------------------------------------
+    def read_interactions(self) -> Interactions:
+        """Read the source into the canonical table."""
+        h = self.hparams
+        if h.source == "synthetic":
+            from resemb_pl.data.synthetic import generate
+
+            return generate(h.preset, seed=h.seed)
+        from resemb_pl.data.readers import read_source
+
+        kwargs = {"meta_path": h.meta_path} if h.source == "amazon" else {}
+        return read_source(h.source, h.path, **kwargs)
+
+    def process(self) -> dict[str, np.ndarray]:
+        """Interactions -> samples and graph, as a dict of arrays (the cache's content)."""
+        h = self.hparams
+        data = self.read_interactions()
+        splits = din_samples(data, max_len=h.max_len, split=h.split, seed=h.seed)
+        if data.num_items < h.top_k:
+            raise DataError(
+                f"{data.source}: {data.num_items} items is fewer than data.top_k={h.top_k}"
+            )
+        graph = build_interest_graph(
+            splits.graph_items, splits.graph_lengths, data.num_items, h.window, h.top_k
+        )
+        arrays = {
+            "num_items": np.int64(data.num_items),
+            "num_categories": np.int64(data.num_categories),
+            "item_category": data.item_category(),
+            "item_vocab": np.asarray(data.item_vocab).astype(str),
+            "category_vocab": np.asarray(data.category_vocab).astype(str),
+            "edge_index": graph.edge_index.numpy(),
+            "edge_weight": graph.edge_weight.numpy(),
+        }
+        if data.item_domain is not None:
+            arrays["item_domain"] = data.item_domain
+        for name, samples in zip(("train", "val", "test"), splits, strict=True):
+            arrays.update(samples.to_arrays(f"{name}_"))
+        return arrays
+
+    def fingerprint(self) -> str:
+        """Hash of the inputs (file contents) and every processing parameter."""
+        h = dict(self.hparams)
+        params = {k: h[k] for k in ("source", "preset", "split", "max_len", "window", "top_k",
+                                    "seed")}
+        params["version"] = CACHE_VERSION
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
+        for p in (h["path"], h["meta_path"]):
+            if p is not None:
+                _hash_path(Path(p), digest)
+        return digest.hexdigest()[:16]
+
+    def _load_or_build(self) -> dict[str, np.ndarray]:
+        if self.hparams.cache_dir is None:
+            return self.process()
+        key = self.fingerprint()
+        root = Path(self.hparams.cache_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        file = root / f"{self.hparams.source}-{key}.npz"
+        with _file_lock(root / f".{key}.lock"):
+            if file.exists():
+                try:
+                    return _read_npz(file)
+                except DataError as err:
+                    log.warning("%s; rebuilding it", err)
+            arrays = self.process()
+            _write_npz_atomic(file, arrays)
+            log.info("cached processed data in %s", file)
+            return arrays
+
+
+def _hash_path(path: Path, digest) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        digest.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _write_npz_atomic(file: Path, arrays: dict[str, np.ndarray]) -> None:
+    arrays = {**arrays, "cache_version": np.int64(CACHE_VERSION)}
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, file)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_npz(file: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as err:  # noqa: BLE001 - any unreadable cache is rebuilt
+        raise DataError(f"cache {file} is unreadable ({type(err).__name__})") from err
+    if int(arrays.get("cache_version", -1)) != CACHE_VERSION:
+        raise DataError(f"cache {file} was written by another version")
+    return arrays

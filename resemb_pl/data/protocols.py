@@ -1,0 +1,214 @@
+"""Interactions -> CTR samples: the DIN protocol and the MovieLens protocol, with named splits.
+
+A sample is a history (a slice of a shared item array), a target item and a label. Histories
+are stored as ``(hist_start, hist_len)`` into :attr:`Samples.seq` rather than copied, so the
+samples of a user share one copy of the sequence.
+
+Leakage rule (DESIGN.md): the graph sequences returned with the samples never contain an
+interaction that is the target of an evaluation sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import numpy as np
+
+from resemb_pl.data.interactions import Interactions
+from resemb_pl.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+Split = Literal["last", "user"]
+
+
+@dataclass
+class Samples:
+    """CTR samples whose histories are slices of a shared item array.
+
+    Attributes:
+        seq: The shared item array that histories slice.
+        hist_start: Start of each sample's history in ``seq``.
+        hist_len: Length of each sample's history (already cut to ``max_len``).
+        target: Target item of each sample.
+        label: 1.0 for a click (positive), 0.0 otherwise.
+        user: Dense user id of each sample (used by GAUC).
+    """
+
+    seq: np.ndarray
+    hist_start: np.ndarray
+    hist_len: np.ndarray
+    target: np.ndarray
+    label: np.ndarray
+    user: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def subset(self, index: np.ndarray) -> Samples:
+        """The samples at ``index`` (sharing ``seq``)."""
+        return Samples(
+            self.seq, *(getattr(self, f.name)[index] for f in fields(self) if f.name != "seq")
+        )
+
+    def history(self, i: int) -> np.ndarray:
+        """The history of sample ``i``, oldest first."""
+        return self.seq[self.hist_start[i] : self.hist_start[i] + self.hist_len[i]]
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}{f.name}": getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str) -> Samples:
+        return cls(**{f.name: arrays[f"{prefix}{f.name}"] for f in fields(cls)})
+
+
+@dataclass
+class SampleSplits:
+    """Train, validation and test samples, and the training sequences the graph is built from.
+
+    Iterating yields ``train, val, test``.
+    """
+
+    train: Samples
+    val: Samples
+    test: Samples
+    graph_items: np.ndarray
+    graph_lengths: np.ndarray
+
+    def __iter__(self):
+        return iter((self.train, self.val, self.test))
+
+
+def _user_starts(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    return starts, np.diff(np.r_[starts, len(users)])
+
+
+def sample_negatives(
+    users: np.ndarray, user_items_key: np.ndarray, num_items: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw, for each entry of ``users``, a random item in ``1..num_items`` that user never touched.
+
+    Args:
+        users: Dense user id per negative to draw.
+        user_items_key: Sorted ``user * (num_items + 1) + item`` of every event.
+        num_items: Number of items ``H``.
+        rng: Random generator.
+
+    Rejection sampling, vectorised: each round redraws only the collisions.
+    """
+    n = num_items + 1
+    out = rng.integers(1, n, size=len(users))
+    todo = np.arange(len(users))
+    for _ in range(1000):  # rounds of rejection, each vectorised over all pending draws
+        key = users[todo] * n + out[todo]
+        pos = np.minimum(np.searchsorted(user_items_key, key), len(user_items_key) - 1)
+        bad = user_items_key[pos] == key
+        todo = todo[bad]
+        if not len(todo):
+            return out
+        out[todo] = rng.integers(1, n, size=len(todo))
+    raise DataError("negative sampling: a user has interacted with (almost) every item")
+
+
+def _pairs(
+    rng: np.random.Generator,
+    seq_users: np.ndarray,
+    starts: np.ndarray,
+    pos: np.ndarray,
+    items: np.ndarray,
+    key: np.ndarray,
+    num_items: int,
+    max_len: int,
+) -> Samples:
+    """Positive and negative samples for the positions ``pos`` (index of the target in ``items``).
+
+    ``starts`` is the sequence start of each target's user; the history is everything before.
+    """
+    k = pos - starts
+    hist_len = np.minimum(k, max_len)
+    hist_start = pos - hist_len
+    users = seq_users[pos]
+    neg = sample_negatives(users, key, num_items, rng)
+    # Interleave: positive then negative of the same position.
+    m = len(pos)
+    return Samples(
+        seq=items,
+        hist_start=np.repeat(hist_start, 2),
+        hist_len=np.repeat(hist_len, 2),
+        target=np.stack([items[pos], neg], 1).reshape(-1),
+        label=np.tile(np.array([1.0, 0.0], dtype=np.float32), m),
+        user=np.repeat(users, 2),
+    )
+
+
+def din_samples(
+    interactions: Interactions,
+    max_len: int = 50,
+    split: Split = "last",
+    seed: int = 0,
+    user_fractions: tuple[float, float] = (0.8, 0.1),
+) -> SampleSplits:
+    r"""The DIN protocol: for every sequence :math:`s_1..s_n` and :math:`k = 1..n-1`, the history
+    :math:`s_1..s_k` (its last ``max_len``) with one positive (target :math:`s_{k+1}`) and one
+    negative (an item the user never touched).
+
+    Splits:
+        - ``"last"`` (DIN repo, BARS): :math:`k = n-1` is the test pair, :math:`k = n-2` the
+          validation pair, :math:`k \le n-3` the training pairs. The graph is built from
+          :math:`s_1..s_{n-2}`, so neither a validation nor a test target is in it.
+        - ``"user"`` (res-embedding paper): users are split into train / validation / test by
+          ``user_fractions`` (train, val; test gets the rest); every pair of a user goes to the
+          user's split, and the graph is built from the training users' sequences.
+
+    Args:
+        interactions: The canonical table.
+        max_len: Longest history kept (the most recent ``max_len`` items).
+        split: ``"last"`` or ``"user"``.
+        seed: Seed of the negative sampling and the user split.
+        user_fractions: Fractions of users in train and validation for ``split="user"``.
+
+    Returns:
+        :class:`SampleSplits`; ``train, val, test = din_samples(...)`` unpacks the samples.
+    """
+    if max_len < 1:
+        raise ConfigError(f"data.max_len: must be >= 1, got {max_len}")
+    rng = np.random.default_rng(seed)
+    frame = interactions.frame
+    users = frame["user_id"].to_numpy().astype(np.int64)
+    items = frame["item_id"].to_numpy().astype(np.int64)
+    starts, lengths = _user_starts(users)
+    key = np.sort(users * (interactions.num_items + 1) + items)
+    start_of = np.repeat(starts, lengths)
+    end_of = np.repeat(starts + lengths, lengths)
+    idx = np.arange(len(items))
+    k = idx - start_of  # the target's position in its sequence (0-based); history length = k
+    n_of = end_of - start_of
+
+    def make(pos: np.ndarray) -> Samples:
+        return _pairs(rng, users, start_of[pos], pos, items, key, interactions.num_items, max_len)
+
+    if split == "last":
+        test = make(idx[k == n_of - 1][n_of[k == n_of - 1] >= 2])
+        val = make(idx[(k == n_of - 2) & (k >= 1)])
+        train = make(idx[(k >= 1) & (k <= n_of - 3)])
+        in_graph = k <= n_of - 3  # s_1..s_{n-2}
+    elif split == "user":
+        perm = rng.permutation(len(starts))
+        n_train = int(round(user_fractions[0] * len(starts)))
+        n_val = int(round(user_fractions[1] * len(starts)))
+        group = np.empty(len(starts), dtype=np.int64)
+        group[perm[:n_train]], group[perm[n_train : n_train + n_val]] = 0, 1
+        group[perm[n_train + n_val :]] = 2
+        group_of = np.repeat(group, lengths)
+        train, val, test = (make(idx[(k >= 1) & (group_of == g)]) for g in range(3))
+        in_graph = group_of == 0
+    else:
+        raise ConfigError(f"data.split: unknown split {split!r}; choose 'last' or 'user'")
+
+    graph_users = users[in_graph]
+    _, graph_lengths = _user_starts(graph_users) if len(graph_users) else (None, np.zeros(0, int))
+    return SampleSplits(train, val, test, items[in_graph], graph_lengths)

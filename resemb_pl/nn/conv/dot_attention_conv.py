@@ -1,0 +1,44 @@
+from typing import Optional
+
+from torch import Tensor
+from torch_geometric.nn import MessagePassing
+from torch_geometric.typing import Adj, OptTensor
+from torch_geometric.utils import softmax
+
+from resemb_pl.nn.conv.mean_conv import _check_width
+
+
+class DotAttentionConv(MessagePassing):
+    r"""Dot-product attention over the graph neighbours (the paper's ATT, eq. 8).
+
+    .. math::
+        \mathbf{c}_i = \sum_{j \in \mathcal{N}(i)} \alpha_{ij} \mathbf{b}_j, \qquad
+        \alpha_{ij} = \operatorname{softmax}_{j \in \mathcal{N}(i)}
+        (\mathbf{b}_i^\top \mathbf{b}_j)
+
+    Edge weights are ignored. Parameter-free.
+
+    Args:
+        in_channels: Size of each basis vector.
+        out_channels: Must equal ``in_channels``; kept for the factory contract.
+
+    Shapes:
+        - **input:** ``x`` :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)`
+        - **output:** :math:`(|V|, F)`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        _check_width(self, in_channels, out_channels)
+        super().__init__(aggr="add")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
+        return self.propagate(edge_index, x=x)
+
+    # PyG's signature inspector needs typing.Optional here, not ``int | None``.
+    def message(  # noqa: UP045
+        self, x_i: Tensor, x_j: Tensor, index: Tensor, ptr: OptTensor, size_i: Optional[int]
+    ) -> Tensor:
+        alpha = softmax((x_i * x_j).sum(-1), index, ptr, size_i)
+        return alpha.unsqueeze(-1) * x_j

@@ -1,0 +1,56 @@
+from torch import Tensor
+from torch_geometric.nn import MessagePassing
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.typing import Adj, OptTensor
+
+from resemb_pl.nn.conv.mean_conv import _check_width
+
+
+class GCNNormConv(MessagePassing):
+    r"""Symmetrically normalised sum over the graph neighbours (the paper's GCN, eq. 7).
+
+    .. math::
+        \mathbf{c}_i = \sum_{j \in \mathcal{N}(i)} \frac{Z_{ij}}{\sqrt{d_i d_j}} \mathbf{b}_j,
+        \qquad d_i = \sum_j Z_{ij}
+
+    ``Z_ij`` is the edge weight (the co-occurrence count; 1 when ``edge_weight`` is ``None``).
+    No self-loops are added. Parameter-free.
+
+    Args:
+        in_channels: Size of each basis vector.
+        out_channels: Must equal ``in_channels``; kept for the factory contract.
+        normalize: If ``False``, ``edge_weight`` is taken as already normalised (see
+            :meth:`normalize_graph`), which lets the weights be computed once on the whole graph
+            and reused on subgraphs.
+
+    Shapes:
+        - **input:** ``x`` :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)`,
+          ``edge_weight`` :math:`(|E|)` *(optional)*
+        - **output:** :math:`(|V|, F)`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, normalize: bool = True) -> None:
+        _check_width(self, in_channels, out_channels)
+        super().__init__(aggr="add")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.normalize = normalize
+
+    def normalize_graph(
+        self, edge_index: Tensor, edge_weight: OptTensor, num_nodes: int
+    ) -> tuple[Tensor, Tensor]:
+        """Return ``edge_index`` and the weights :math:`Z_{ij} / \\sqrt{d_i d_j}` of eq. 7."""
+        edge_index, edge_weight = gcn_norm(
+            edge_index, edge_weight, num_nodes, add_self_loops=False, flow=self.flow
+        )
+        return edge_index, edge_weight
+
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
+        if self.normalize:
+            edge_index, edge_weight = self.normalize_graph(edge_index, edge_weight, x.size(0))
+        elif edge_weight is None:
+            raise ValueError("'GCNNormConv(normalize=False)' needs the normalised edge_weight")
+        return self.propagate(edge_index, x=x, edge_weight=edge_weight)
+
+    def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
+        return edge_weight.view(-1, 1) * x_j

@@ -1,0 +1,39 @@
+import torch.nn
+from torch import Tensor
+from torch_geometric.nn import MessagePassing
+from torch_geometric.typing import Adj, OptTensor
+
+
+class MeanConv(MessagePassing):
+    r"""Averages the basis vectors of each item's graph neighbours (the paper's AVG, eq. 6).
+
+    .. math::
+        \mathbf{c}_i = \frac{1}{|\mathcal{N}(i)|} \sum_{j \in \mathcal{N}(i)} \mathbf{b}_j
+
+    Edge weights are ignored: every kept neighbour counts once. An item with no neighbours gets
+    a zero vector.
+
+    Args:
+        in_channels: Size of each basis vector.
+        out_channels: Must equal ``in_channels``; kept for the factory contract.
+
+    Shapes:
+        - **input:** ``x`` :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)`
+        - **output:** :math:`(|V|, F)`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        _check_width(self, in_channels, out_channels)
+        super().__init__(aggr="mean")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
+        return self.propagate(edge_index, x=x)
+
+
+def _check_width(module: torch.nn.Module, in_channels: int, out_channels: int) -> None:
+    if in_channels != out_channels:
+        raise ValueError(
+            f"'{module.__class__.__name__}' keeps the width: {in_channels} != {out_channels}"
+        )

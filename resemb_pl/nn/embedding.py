@@ -1,0 +1,255 @@
+"""Item embeddings: the plain lookup and the res-embedding ``E = W·Cb + R`` (paper eq. 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Data
+from torch_geometric.nn import MessagePassing
+
+from resemb_pl.nn.conv import MeanConv
+
+ConvFactory = Callable[[int, int], MessagePassing]
+L2Mode = Literal["batch", "table"]
+
+
+class ItemEmbedding(nn.Module):
+    """Base of the item embeddings: ``forward(ids) -> Tensor[..., embedding_dim]``.
+
+    Row 0 is padding and embeds to zero. Subclasses add :meth:`regularization`.
+    """
+
+    num_items: int
+    embedding_dim: int
+
+    def regularization(self, ids: Tensor) -> Tensor:
+        """The penalty added to the loss for a batch whose item ids are ``ids``."""
+        return ids.new_zeros((), dtype=torch.float32)
+
+    def item_table(self) -> Tensor:
+        """The embedding of every item, ``(num_items + 1, embedding_dim)``."""
+        return self(torch.arange(self.num_items + 1, device=self._device()))
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def _l2(table: nn.Embedding, ids: Tensor, mode: L2Mode) -> Tensor:
+    """Mean squared row norm over the distinct rows of the batch (``batch``) or the table."""
+    if mode == "table":
+        return table.weight[1:].pow(2).sum(-1).mean()
+    rows = torch.unique(ids)
+    rows = rows[rows > 0]
+    return table(rows).pow(2).sum(-1).mean() if rows.numel() else table.weight.new_zeros(())
+
+
+class PlainEmbedding(ItemEmbedding):
+    """The ordinary per-item lookup that res-embedding replaces.
+
+    Args:
+        num_items: Number of items ``H`` (the table has ``H + 1`` rows, row 0 is padding).
+        embedding_dim: Size of each embedding.
+        l2: Coefficient of the L2 penalty (0 disables it).
+        l2_mode: ``"batch"`` penalises the rows of the mini-batch (DIN §5.1's scalable reading),
+            ``"table"`` the whole table.
+        init_std: Standard deviation of the normal initialisation.
+
+    Example::
+
+        emb = PlainEmbedding(100, 18)
+        emb(torch.tensor([[1, 2, 0]])).shape  # (1, 3, 18)
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        embedding_dim: int,
+        *,
+        l2: float = 0.0,
+        l2_mode: L2Mode = "batch",
+        init_std: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.num_items, self.embedding_dim = num_items, embedding_dim
+        self.l2, self.l2_mode = l2, l2_mode
+        self.table = nn.Embedding(num_items + 1, embedding_dim, padding_idx=0)
+        nn.init.normal_(self.table.weight, std=init_std)
+        with torch.no_grad():
+            self.table.weight[0].zero_()
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.table(ids)
+
+    def regularization(self, ids: Tensor) -> Tensor:
+        if self.l2 == 0:
+            return super().regularization(ids)
+        return self.l2 * _l2(self.table, ids, self.l2_mode)
+
+
+# Layers whose output at item i depends only on x_i and the in-edges of i: propagating on the
+# subgraph of a batch's neighbourhood is then exact. Layers that need whole-graph statistics
+# (degrees) qualify once the statistics come with the edges (see ``normalize_graph``).
+_SUBGRAPH_EXACT = {"MeanConv", "DotAttentionConv", "GCNNormConv", "GATConv", "GATv2Conv",
+                   "SAGEConv", "GraphConv", "TransformerConv"}
+
+
+class ResEmbedding(ItemEmbedding):
+    r"""Res-embedding: a central part from the item interest graph plus a small residual.
+
+    .. math::
+        \mathbf{E} = \mathbf{W} \cdot \mathbf{C}_b + \mathbf{R}, \qquad
+        \mathbf{W} = g(\mathbf{Z})
+
+    The central part ``W·Cb`` is computed by ``num_layers`` message-passing layers made by
+    ``conv(embedding_dim, embedding_dim)`` over the graph given to :meth:`set_graph`. The
+    residual ``R`` starts at zero and is kept small by ``residual_l2``. An item with no graph
+    neighbours has a zero central part (eq. 4 taken literally), so its embedding is its
+    residual; pass ``self_loops=True`` to let every item's own basis vector join its neighbours.
+
+    The graph is stored in buffers, so a checkpoint restores it without the training data.
+
+    Args:
+        num_items: Number of items ``H``.
+        embedding_dim: Size of each embedding.
+        conv: Factory ``(in_channels, out_channels) -> MessagePassing``: the aggregator ``g``.
+        residual_l2: Coefficient :math:`\lambda` of the residual L2 (paper: 0.006).
+        l2_mode: ``"batch"`` (rows in the mini-batch) or ``"table"`` (every row).
+        num_layers: Propagation depth (1 in the paper).
+        self_loops: Add a self-loop of weight 1 to every item when the graph is set.
+        propagation: ``"local"`` computes central vectors only for the batch's distinct items,
+            on the subgraph of their ``num_layers``-hop neighbourhood; ``"full"`` propagates over
+            the whole graph; ``"auto"`` takes the cheaper one for layers where both are exact.
+        init_std: Standard deviation of the normal initialisation of ``Cb``.
+
+    Example::
+
+        emb = ResEmbedding(4, 8, conv=GCNNormConv)
+        emb.set_graph(build_interest_graph([1, 2, 3, 4], [4], num_items=4))
+        emb(torch.tensor([1, 2])).shape  # (2, 8)
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        embedding_dim: int,
+        conv: ConvFactory = MeanConv,
+        residual_l2: float = 0.006,
+        *,
+        l2_mode: L2Mode = "batch",
+        num_layers: int = 1,
+        self_loops: bool = False,
+        propagation: Literal["auto", "full", "local"] = "auto",
+        init_std: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.num_items, self.embedding_dim = num_items, embedding_dim
+        self.residual_l2, self.l2_mode = residual_l2, l2_mode
+        self.self_loops, self.propagation = self_loops, propagation
+        self.basis = nn.Embedding(num_items + 1, embedding_dim, padding_idx=0)
+        self.residual = nn.Embedding(num_items + 1, embedding_dim, padding_idx=0)
+        nn.init.normal_(self.basis.weight, std=init_std)
+        nn.init.zeros_(self.residual.weight)
+        with torch.no_grad():
+            self.basis.weight[0].zero_()
+        self.convs = nn.ModuleList(conv(embedding_dim, embedding_dim) for _ in range(num_layers))
+        # Layers that normalise with whole-graph degrees get them once, in set_graph.
+        self._prenormalize = [
+            c for c in self.convs if hasattr(c, "normalize_graph") and getattr(c, "normalize", 0)
+        ]
+        for c in self._prenormalize:
+            c.normalize = False
+        exact = all(type(c).__name__ in _SUBGRAPH_EXACT for c in self.convs)
+        if propagation == "local" and not exact:
+            names = sorted({type(c).__name__ for c in self.convs} - _SUBGRAPH_EXACT)
+            raise ValueError(f"propagation='local' is not exact for {names}; use 'full' or 'auto'")
+        self._local_ok = exact and propagation != "full"
+        # The graph, sorted by target item (CSR): edge_index[1] ascending, and its row pointer.
+        self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))
+        self.register_buffer("edge_weight", torch.zeros(0))
+        self.register_buffer("rowptr", torch.zeros(num_items + 2, dtype=torch.long))
+
+    # -- graph -------------------------------------------------------------------------------
+    def set_graph(self, data: Data) -> None:
+        """Set the item interest graph (edges ``j -> i``, ``num_nodes = num_items + 1``)."""
+        if data.num_nodes != self.num_items + 1:
+            raise ValueError(
+                f"graph has {data.num_nodes} nodes but the embedding has {self.num_items + 1} rows"
+            )
+        device = self.basis.weight.device
+        edge_index = data.edge_index.to(device)
+        weight = data.edge_weight if data.edge_weight is not None else None
+        weight = (
+            torch.ones(edge_index.size(1), device=device) if weight is None else weight.to(device)
+        ).float()
+        if self.self_loops:
+            loop = torch.arange(1, self.num_items + 1, device=device)
+            edge_index = torch.cat([edge_index, torch.stack([loop, loop])], 1)
+            weight = torch.cat([weight, torch.ones(self.num_items, device=device)])
+        for c in self._prenormalize[:1]:  # all layers share one graph: normalise once
+            edge_index, weight = c.normalize_graph(edge_index, weight, self.num_items + 1)
+        order = torch.sort(edge_index[1] * (self.num_items + 1) + edge_index[0])[1]
+        self.edge_index, self.edge_weight = edge_index[:, order], weight[order]
+        counts = torch.bincount(self.edge_index[1], minlength=self.num_items + 1)
+        self.rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The graph buffers take the size stored in the checkpoint.
+        for name in ("edge_index", "edge_weight"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # -- forward -----------------------------------------------------------------------------
+    def forward(self, ids: Tensor) -> Tensor:
+        if self._use_local(ids):
+            rows, inverse = torch.unique(ids, return_inverse=True)
+            return self.central(rows)[inverse] + self.residual(ids)
+        return self.central_table()[ids] + self.residual(ids)
+
+    def central_table(self) -> Tensor:
+        """The central embedding ``W·Cb`` of every item by full-graph propagation."""
+        x = self.basis.weight
+        for conv in self.convs:
+            x = conv(x, self.edge_index, edge_weight=self.edge_weight)
+        return x
+
+    def central(self, rows: Tensor) -> Tensor:
+        """The central embedding of the sorted distinct items ``rows``, on their subgraph."""
+        # Hop h needs the in-edges of every node within h of ``rows``, for h < num_layers.
+        targets, edges = rows, []
+        for _ in range(len(self.convs)):
+            e = self._in_edges(targets)
+            edges.append(e)
+            targets = torch.unique(torch.cat([targets, self.edge_index[0, e]]))
+        e = torch.unique(torch.cat(edges))
+        nodes = targets  # every node that appears, sorted
+        sub = torch.searchsorted(nodes, self.edge_index[:, e])
+        x = self.basis(nodes)
+        for conv in self.convs:
+            x = conv(x, sub, edge_weight=self.edge_weight[e])
+        return x[torch.searchsorted(nodes, rows)]
+
+    def _in_edges(self, targets: Tensor) -> Tensor:
+        start, stop = self.rowptr[targets], self.rowptr[targets + 1]
+        count = stop - start
+        offset = torch.repeat_interleave(start - (count.cumsum(0) - count), count)
+        return offset + torch.arange(int(count.sum()), device=targets.device)
+
+    def _use_local(self, ids: Tensor) -> bool:
+        if not self._local_ok:
+            return False
+        if self.propagation == "local":
+            return True
+        # auto: the subgraph grows about (edges per item)^layers per distinct item.
+        fan = max(1.0, self.edge_index.size(1) / max(1, self.num_items))
+        return ids.numel() * fan ** len(self.convs) < self.edge_index.size(1)
+
+    # -- regulariser -------------------------------------------------------------------------
+    def regularization(self, ids: Tensor) -> Tensor:
+        """``residual_l2`` times the mean squared norm of the residual rows (eq. 9)."""
+        if self.residual_l2 == 0:
+            return super().regularization(ids)
+        return self.residual_l2 * _l2(self.residual, ids, self.l2_mode)

@@ -1,0 +1,110 @@
+"""Building blocks of the CTR backbones: Dice, MLP blocks and DIN's local activation unit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Activation = Literal["prelu", "dice", "relu", "sigmoid"]
+
+
+class Dice(nn.Module):
+    r"""Data-adaptive activation of DIN (eq. 9 of the DIN paper).
+
+    .. math::
+        f(s) = p(s) \cdot s + (1 - p(s)) \cdot \alpha s, \qquad
+        p(s) = \sigma\!\left(\frac{s - E[s]}{\sqrt{Var[s] + \epsilon}}\right)
+
+    The mean and variance are batch statistics in training and running averages in evaluation.
+    Inputs of shape ``(N, C)`` or ``(N, L, C)``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(num_features, eps=eps, affine=False)
+        self.alpha = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        p = torch.sigmoid(self.norm(flat)).reshape(shape)
+        return p * x + (1 - p) * self.alpha * x
+
+
+class PReLU(nn.PReLU):
+    """Per-channel PReLU on the last dimension, for inputs ``(N, C)`` or ``(N, L, C)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.reshape(-1, x.size(-1))).reshape(x.shape)
+
+
+def activation(name: Activation, num_features: int) -> nn.Module:
+    """Make the activation ``name`` for ``num_features`` channels."""
+    if name == "prelu":
+        return PReLU(num_features)
+    if name == "dice":
+        return Dice(num_features)
+    if name == "relu":
+        return nn.ReLU()
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    raise ValueError(f"unknown activation {name!r}; choose prelu, dice, relu or sigmoid")
+
+
+class MLP(nn.Sequential):
+    """Linear layers with an activation after each hidden layer and a final linear output.
+
+    Args:
+        in_features: Input width.
+        hidden: Hidden widths (paper: 200, 80).
+        out_features: Output width (1 for a logit).
+        act: Activation of the hidden layers.
+        dropout: Dropout after each hidden activation.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int = 1,
+        act: Activation = "prelu",
+        dropout: float = 0.0,
+    ) -> None:
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_features, width), activation(act, width)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            in_features = width
+        layers.append(nn.Linear(in_features, out_features))
+        super().__init__(*layers)
+
+
+class LocalActivationUnit(nn.Module):
+    r"""DIN's attention: a weight for each history item w.r.t. the target, without softmax.
+
+    .. math::
+        w_l = \mathrm{MLP}([\mathbf{e}_l, \mathbf{v}, \mathbf{e}_l - \mathbf{v},
+        \mathbf{e}_l \odot \mathbf{v}]), \qquad
+        \mathbf{u} = \sum_l w_l \mathbf{e}_l
+
+    Padding positions get weight 0. The weights are not normalised, so the pooled vector keeps
+    the intensity of the user's interest (DIN §4.3).
+
+    Shapes:
+        - **input:** ``hist`` :math:`(B, L, D)`, ``target`` :math:`(B, D)`, ``mask`` :math:`(B, L)`
+        - **output:** :math:`(B, D)`
+    """
+
+    def __init__(self, dim: int, hidden: Sequence[int] = (80, 40), act: Activation = "prelu"):
+        super().__init__()
+        self.mlp = MLP(4 * dim, hidden, 1, act)
+
+    def forward(self, hist: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        t = target.unsqueeze(1).expand_as(hist)
+        w = self.mlp(torch.cat([hist, t, hist - t, hist * t], -1)).squeeze(-1)
+        w = w * mask.to(w.dtype)
+        return torch.einsum("bl,bld->bd", w, hist)

@@ -11,6 +11,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
+from resemb_pl.factory import as_factory, describe
 from resemb_pl.metrics import GroupAUC, LogLoss
 from resemb_pl.nn.embedding import ItemEmbedding, PlainEmbedding
 from resemb_pl.nn.models import DIN
@@ -53,8 +54,13 @@ class CTRTask(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
-        self.model = backbone(embedding(num_items, embedding_dim), num_categories)
+        # Keep only plain data in the hyperparameters, so checkpoints load with weights_only.
+        for key in ("embedding", "backbone", "optimizer", "lr_scheduler"):
+            self.hparams[key] = describe(self.hparams[key])
+        self.optimizer, self.lr_scheduler = as_factory(optimizer), as_factory(lr_scheduler)
+        self.model = as_factory(backbone)(
+            as_factory(embedding)(num_items, embedding_dim), num_categories
+        )
         self.metrics = nn.ModuleDict(
             {
                 stage: nn.ModuleDict(

@@ -15,18 +15,18 @@ from typing import Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torch_geometric.data import Data
 
 from resemb_pl.data.graph import build_interest_graph
-from resemb_pl.data.interactions import Interactions
-from resemb_pl.data.protocols import Samples, din_samples
+from resemb_pl.data.interactions import Interactions, check_ids, drop_short_users
+from resemb_pl.data.protocols import Samples, din_samples, movielens_samples
 from resemb_pl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-Source = Literal["synthetic", "interactions", "amazon", "movielens"]
+Source = Literal["synthetic", "interactions", "amazon", "movielens", "requests"]
 
 
 class SampleDataset(Dataset):
@@ -68,6 +68,75 @@ def _collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
+class EpochSampler(Sampler[int]):
+    """A random permutation that depends only on ``(seed, epoch)``, optionally started late.
+
+    Lightning calls :meth:`set_epoch` before each epoch, so a resumed run draws the same order
+    as an uninterrupted one, whatever the global random state.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch, self.start = size, seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        start, self.start = self.start, 0
+        yield from order[start:].tolist()
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class ShardSampler(DistributedSampler):
+    """Rank ``r`` of ``n`` gets samples ``r, r + n, r + 2n, ...``: each sample exactly once.
+
+    Unlike :class:`~torch.utils.data.DistributedSampler` it pads no shard with duplicates, so
+    metrics whose states are gathered across ranks (AUC, GAUC, logloss) cover the evaluation set
+    exactly. Lightning keeps a loader's ``DistributedSampler`` as it is.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.total_size = len(dataset)
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self):
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+
+class ResumableLoader(DataLoader):
+    """A shuffling loader that Lightning checkpoints mid-epoch and resumes at the next batch.
+
+    Its ``state_dict`` (saved by Lightning's fit loop) is the epoch and the number of batches
+    handed out in it; after ``load_state_dict`` the next iteration of that epoch skips them.
+    Sized loaders are not prefetched by Lightning, so the count handed out is the count trained.
+    """
+
+    def __init__(self, dataset: Dataset, *, batch_size: int, seed: int, **kwargs) -> None:
+        super().__init__(
+            dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed), **kwargs
+        )
+        self._batches, self._resume = 0, (-1, 0)
+
+    def __iter__(self):
+        epoch, done = self._resume
+        self._resume = (-1, 0)
+        self._batches = done if epoch == self.sampler.epoch else 0
+        self.sampler.start = self._batches * self.batch_size
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self._batches}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = (int(state_dict["epoch"]), int(state_dict["batches"]))
+
+
 class CTRDataModule(LightningDataModule):
     """Interactions from a source, the DIN protocol, the interest graph, and loaders.
 
@@ -77,10 +146,17 @@ class CTRDataModule(LightningDataModule):
     Args:
         source: ``synthetic`` (the interest-delay generator), ``interactions`` (a parquet or
             csv in the canonical schema), ``amazon`` (a McAuley reviews dump, with
-            ``meta_path``) or ``movielens`` (an official MovieLens folder).
+            ``meta_path``), ``movielens`` (an official MovieLens folder) or ``requests``
+            (scoring requests with original item ids, read with the vocabulary of
+            ``checkpoint``; see :mod:`resemb_pl.data.requests`; for ``predict`` only).
         path: The file or folder of a non-synthetic source.
         meta_path: The Amazon ``meta_<Category>.json(.gz)`` (optional).
+        on_bad_line: Amazon files: ``error`` stops at a malformed line, ``skip`` skips such
+            lines and logs how many.
         preset: Synthetic preset: ``tiny``, ``small``, ``electronics`` or ``books``.
+        protocol: ``din`` (next-item positives and sampled negatives, any data) or
+            ``movielens`` (every rating is a sample, label ``rating > 3``; needs ratings and
+            ``split="user"``).
         split: ``last`` (leave the last item of each user out) or ``user`` (split users).
         max_len: Longest history kept.
         window: Co-occurrence window of the interest graph (Algorithm 1's :math:`\\Delta`).
@@ -90,6 +166,13 @@ class CTRDataModule(LightningDataModule):
         num_workers: DataLoader workers.
         seed: Seed of generation, negative sampling and splits.
         cache_dir: Where processed data is cached; ``None`` disables the cache.
+        download: Official archive to fetch when ``path`` does not exist yet: ``ml-100k``,
+            ``ml-1m``, ``ml-20m`` (``path`` is then the folder to extract into) or
+            ``amazon:Electronics`` / ``amazon:Books`` (``path`` and ``meta_path`` are the
+            files to create).
+        checkpoint: The checkpoint whose vocabulary reads ``requests`` (``resemb-pl predict``
+            sets it from ``--ckpt_path``).
+        output: Where ``resemb-pl predict`` writes the CTR probabilities (parquet).
 
     Example::
 
@@ -103,7 +186,9 @@ class CTRDataModule(LightningDataModule):
         source: Source = "synthetic",
         path: str | None = None,
         meta_path: str | None = None,
+        on_bad_line: Literal["error", "skip"] = "error",
         preset: str = "small",
+        protocol: Literal["din", "movielens"] = "din",
         split: Literal["last", "user"] = "last",
         max_len: int = 50,
         window: int = 2,
@@ -113,11 +198,16 @@ class CTRDataModule(LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = ".cache/resemb_pl",
+        download: str | None = None,
+        checkpoint: str | None = None,
+        output: str = "predictions.parquet",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if source != "synthetic" and path is None:
             raise ConfigError(f"data.path: required for source {source!r}")
+        if protocol == "movielens" and split != "user":
+            raise ConfigError("data.split: the MovieLens protocol splits users; set it to 'user'")
         for key, value in (("max_len", max_len), ("window", window), ("top_k", top_k),
                            ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
@@ -136,9 +226,11 @@ class CTRDataModule(LightningDataModule):
         return int(self.arrays["num_categories"])
 
     @property
-    def graph(self) -> Data:
-        """The item interest graph built from the training sequences only."""
+    def graph(self) -> Data | None:
+        """The item interest graph from the training sequences (``None`` for requests)."""
         a = self.arrays
+        if "edge_index" not in a:
+            return None
         return Data(
             edge_index=torch.from_numpy(a["edge_index"]),
             edge_weight=torch.from_numpy(a["edge_weight"]),
@@ -169,23 +261,35 @@ class CTRDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.datasets = {
             name: SampleDataset(self.samples(name), self.item_category)
-            for name in ("train", "val", "test")
+            for name in ("train", "val", "test", "predict")
+            if f"{name}_target" in self.arrays
         }
 
     # -- loaders -----------------------------------------------------------------------------
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         batch_size = self.hparams.batch_size if name == "train" else self.hparams.eval_batch_size
+        trainer, sampler = self.trainer, None
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            sampler = ShardSampler(self.datasets[name], trainer.world_size, trainer.global_rank)
         return DataLoader(
             self.datasets[name],
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             collate_fn=_collate,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return ResumableLoader(
+            self.datasets["train"],
+            batch_size=self.hparams.batch_size,
+            seed=self.hparams.seed,
+            collate_fn=_collate,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
@@ -194,7 +298,7 @@ class CTRDataModule(LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
 
     # -- processing and cache ----------------------------------------------------------------
     def read_interactions(self) -> Interactions:
@@ -206,14 +310,50 @@ class CTRDataModule(LightningDataModule):
             return generate(h.preset, seed=h.seed)
         from resemb_pl.data.readers import read_source
 
-        kwargs = {"meta_path": h.meta_path} if h.source == "amazon" else {}
+        kwargs = {}
+        if h.source == "amazon":
+            kwargs = {"meta_path": h.meta_path, "on_bad_line": h.on_bad_line}
         return read_source(h.source, h.path, **kwargs)
+
+    def _download(self) -> None:
+        from resemb_pl.data import download
+
+        h = self.hparams
+        name = h.download
+        if name.startswith("amazon:"):
+            reviews, meta = download.fetch_amazon(name.split(":", 1)[1], Path(h.path).parent)
+            for got, want in ((reviews, h.path), (meta, h.meta_path)):
+                if want is not None and Path(got) != Path(want):
+                    os.replace(got, want)
+        elif name in download.MOVIELENS_VARIANTS:
+            folder = download.fetch_movielens(name, Path(h.path).parent)
+            if Path(folder) != Path(h.path):
+                os.replace(folder, h.path)
+        else:
+            raise ConfigError(
+                f"data.download: unknown archive {name!r}; choose from "
+                f"{sorted(download.MOVIELENS_VARIANTS)} or amazon:<Category>"
+            )
 
     def process(self) -> dict[str, np.ndarray]:
         """Interactions -> samples and graph, as a dict of arrays (the cache's content)."""
         h = self.hparams
+        if h.source == "requests":
+            from resemb_pl.data.requests import requests_arrays
+
+            if h.checkpoint is None:
+                raise ConfigError("data.checkpoint: required for source 'requests' "
+                                  "(resemb-pl predict takes it from --ckpt_path)")
+            return requests_arrays(h.path, h.checkpoint)
         data = self.read_interactions()
-        splits = din_samples(data, max_len=h.max_len, split=h.split, seed=h.seed)
+        check_ids(data)
+        data, dropped = drop_short_users(data)
+        if dropped:
+            log.warning("%s: dropped %d user(s) with fewer than 2 events", data.source, dropped)
+        if h.protocol == "movielens":
+            splits = movielens_samples(data, max_len=h.max_len, seed=h.seed)
+        else:
+            splits = din_samples(data, max_len=h.max_len, split=h.split, seed=h.seed)
         if data.num_items < h.top_k:
             raise DataError(
                 f"{data.source}: {data.num_items} items is fewer than data.top_k={h.top_k}"
@@ -239,8 +379,8 @@ class CTRDataModule(LightningDataModule):
     def fingerprint(self) -> str:
         """Hash of the inputs (file contents) and every processing parameter."""
         h = dict(self.hparams)
-        params = {k: h[k] for k in ("source", "preset", "split", "max_len", "window", "top_k",
-                                    "seed")}
+        params = {k: h[k] for k in ("source", "preset", "protocol", "split", "max_len", "window",
+                                    "top_k", "seed", "on_bad_line")}
         params["version"] = CACHE_VERSION
         digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
         for p in (h["path"], h["meta_path"]):
@@ -249,7 +389,10 @@ class CTRDataModule(LightningDataModule):
         return digest.hexdigest()[:16]
 
     def _load_or_build(self) -> dict[str, np.ndarray]:
-        if self.hparams.cache_dir is None:
+        h = self.hparams
+        if h.download is not None and not Path(h.path).exists():
+            self._download()
+        if self.hparams.cache_dir is None or h.source == "requests":
             return self.process()
         key = self.fingerprint()
         root = Path(self.hparams.cache_dir)

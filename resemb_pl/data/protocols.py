@@ -145,6 +145,21 @@ def _pairs(
     )
 
 
+def _split_users(
+    rng: np.random.Generator, num_users: int, user_fractions: tuple[float, float]
+) -> np.ndarray:
+    """Group 0 (train), 1 (validation) or 2 (test) of each user, by a seeded permutation."""
+    if not (0 < user_fractions[0] < 1 and 0 <= user_fractions[1] < 1 - user_fractions[0]):
+        raise ConfigError(f"data.user_fractions: need 0 < train < 1 and val < 1 - train, got {user_fractions}")
+    perm = rng.permutation(num_users)
+    n_train = int(round(user_fractions[0] * num_users))
+    n_val = int(round(user_fractions[1] * num_users))
+    group = np.full(num_users, 2, dtype=np.int64)
+    group[perm[:n_train]] = 0
+    group[perm[n_train : n_train + n_val]] = 1
+    return group
+
+
 def din_samples(
     interactions: Interactions,
     max_len: int = 50,
@@ -197,18 +212,65 @@ def din_samples(
         train = make(idx[(k >= 1) & (k <= n_of - 3)])
         in_graph = k <= n_of - 3  # s_1..s_{n-2}
     elif split == "user":
-        perm = rng.permutation(len(starts))
-        n_train = int(round(user_fractions[0] * len(starts)))
-        n_val = int(round(user_fractions[1] * len(starts)))
-        group = np.empty(len(starts), dtype=np.int64)
-        group[perm[:n_train]], group[perm[n_train : n_train + n_val]] = 0, 1
-        group[perm[n_train + n_val :]] = 2
-        group_of = np.repeat(group, lengths)
+        group_of = np.repeat(_split_users(rng, len(starts), user_fractions), lengths)
         train, val, test = (make(idx[(k >= 1) & (group_of == g)]) for g in range(3))
         in_graph = group_of == 0
     else:
         raise ConfigError(f"data.split: unknown split {split!r}; choose 'last' or 'user'")
 
     graph_users = users[in_graph]
-    _, graph_lengths = _user_starts(graph_users) if len(graph_users) else (None, np.zeros(0, int))
+    graph_lengths = _user_starts(graph_users)[1] if len(graph_users) else np.zeros(0, np.int64)
+    return SampleSplits(train, val, test, items[in_graph], graph_lengths)
+
+
+def movielens_samples(
+    interactions: Interactions,
+    max_len: int = 50,
+    seed: int = 0,
+    user_fractions: tuple[float, float] = (0.8, 0.1),
+    like_threshold: float = 3.0,
+) -> SampleSplits:
+    """The MovieLens protocol (res-embedding §5.1, DIN §6.1): every rating event is a sample.
+
+    The history of an event is the up to ``max_len`` most recent movies that the user rated
+    ``>= like_threshold`` before it (earlier in the user's time-ordered sequence; ties keep file
+    order), and the label is 1 when the rating is ``> like_threshold``. Users are split into
+    train, validation and test by ``user_fractions``. The graph is built from the training
+    users' liked sequences only.
+
+    Args:
+        interactions: The canonical table; it must have a ``rating`` column.
+        max_len: Longest history kept (paper: 50).
+        seed: Seed of the user split.
+        user_fractions: Fractions of users in train and validation; test gets the rest.
+        like_threshold: Ratings at or above it enter histories; above it are positives.
+    """
+    if max_len < 1:
+        raise ConfigError(f"data.max_len: must be >= 1, got {max_len}")
+    frame = interactions.frame
+    if "rating" not in frame.columns:
+        raise DataError(f"{interactions.source}: the MovieLens protocol needs a 'rating' column")
+    rng = np.random.default_rng(seed)
+    users = frame["user_id"].to_numpy().astype(np.int64)
+    items = frame["item_id"].to_numpy().astype(np.int64)
+    rating = frame["rating"].to_numpy()
+    liked = rating >= like_threshold
+    starts, lengths = _user_starts(users)
+    seq = items[liked]
+    before = np.cumsum(liked) - liked  # liked events before each event, over all users
+    user_first = np.repeat(before[starts], lengths)  # the user's first liked slot in ``seq``
+    hist_len = np.minimum(before - user_first, max_len)
+    everything = Samples(
+        seq=seq,
+        hist_start=before - hist_len,
+        hist_len=hist_len,
+        target=items,
+        label=(rating > like_threshold).astype(np.float32),
+        user=users,
+    )
+    group_of = np.repeat(_split_users(rng, len(starts), user_fractions), lengths)
+    train, val, test = (everything.subset(np.flatnonzero(group_of == g)) for g in range(3))
+    in_graph = liked & (group_of == 0)
+    graph_users = users[in_graph]
+    graph_lengths = _user_starts(graph_users)[1] if len(graph_users) else np.zeros(0, np.int64)
     return SampleSplits(train, val, test, items[in_graph], graph_lengths)

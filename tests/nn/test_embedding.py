@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from resemb_pl.data.graph import build_interest_graph
+from resemb_pl.nn import PlainEmbedding, ResEmbedding
+from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv
+
+CONVS = [MeanConv, GCNNormConv, DotAttentionConv]
+
+
+def graph():
+    return build_interest_graph([1, 2, 3, 4, 2, 5, 1, 3], [4, 4], num_items=6, window=2, top_k=3)
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_res_embedding_is_central_plus_residual(conv):
+    emb = ResEmbedding(6, 4, conv=conv, propagation="full")
+    g = graph()
+    emb.set_graph(g)
+    with torch.no_grad():
+        emb.residual.weight[1:].normal_()
+    ids = torch.tensor([[1, 2, 0], [6, 3, 3]])
+    central = conv(4, 4)(emb.basis.weight, g.edge_index, g.edge_weight)
+    want = central[ids] + emb.residual.weight[ids]
+    assert torch.allclose(emb(ids), want, atol=1e-6)
+    assert emb(ids).shape == (2, 3, 4)
+    assert torch.equal(emb(torch.tensor([0])), torch.zeros(1, 4))  # padding embeds to zero
+    assert torch.equal(emb.central_table()[6], torch.zeros(4))  # item 6 has no neighbours
+
+
+def test_self_loops_give_isolated_items_their_own_basis():
+    emb = ResEmbedding(6, 4, conv=MeanConv, self_loops=True)
+    emb.set_graph(graph())
+    assert torch.allclose(emb(torch.tensor([6])), emb.basis.weight[6:7])
+
+
+@pytest.mark.parametrize("conv", CONVS)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_local_propagation_equals_full(conv, num_layers):
+    torch.manual_seed(0)
+    full = ResEmbedding(6, 4, conv=conv, num_layers=num_layers, propagation="full")
+    local = ResEmbedding(6, 4, conv=conv, num_layers=num_layers, propagation="local")
+    local.load_state_dict(full.state_dict())
+    for e in (full, local):
+        e.set_graph(graph())
+    ids = torch.tensor([[2, 5, 5], [1, 0, 4]])
+    assert torch.allclose(full(ids), local(ids), atol=1e-6)
+
+
+def test_regularization():
+    emb = ResEmbedding(6, 2, residual_l2=0.5)
+    with torch.no_grad():
+        emb.residual.weight[1:] = torch.arange(12.0).view(6, 2)
+    # batch rows 1 and 2 (duplicates and padding ignored): (0+1 + 4+9) / 2 = 7
+    assert emb.regularization(torch.tensor([[1, 2, 2, 0]])).item() == pytest.approx(0.5 * 7)
+    table = ResEmbedding(6, 2, residual_l2=0.5, l2_mode="table")
+    table.load_state_dict(emb.state_dict())
+    want = sum(a * a + b * b for a, b in torch.arange(12.0).view(6, 2).tolist()) / 6
+    assert table.regularization(torch.tensor([1])).item() == pytest.approx(0.5 * want)
+    assert PlainEmbedding(6, 2).regularization(torch.tensor([1])).item() == 0.0
+
+
+def test_graph_survives_a_state_dict_round_trip():
+    emb = ResEmbedding(6, 4, conv=GCNNormConv)
+    emb.set_graph(graph())
+    fresh = ResEmbedding(6, 4, conv=GCNNormConv)
+    fresh.load_state_dict(emb.state_dict())
+    ids = torch.tensor([1, 2, 3, 6])
+    assert torch.equal(fresh(ids), emb(ids))
+    assert fresh.edge_index.shape == emb.edge_index.shape
+
+
+def test_graph_size_must_match():
+    emb = ResEmbedding(5, 4)
+    with pytest.raises(ValueError, match="graph has 7 nodes but the embedding has 6 rows"):
+        emb.set_graph(graph())
+
+
+def test_plain_embedding():
+    emb = PlainEmbedding(6, 3)
+    ids = torch.tensor([[1, 0]])
+    assert torch.equal(emb(ids)[0, 0], emb.table.weight[1])
+    assert torch.equal(emb(ids)[0, 1], torch.zeros(3))
+    assert emb.item_table().shape == (7, 3)

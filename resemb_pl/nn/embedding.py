@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
+from resemb_pl.errors import CheckpointError, ConfigError
 from resemb_pl.nn.conv import MeanConv
 
 ConvFactory = Callable[[int, int], MessagePassing]
 L2Mode = Literal["batch", "table"]
+PlainL2Mode = Literal["batch", "table", "mba"]
 
 
 class ItemEmbedding(nn.Module):
@@ -33,6 +38,19 @@ class ItemEmbedding(nn.Module):
         """The embedding of every item, ``(num_items + 1, embedding_dim)``."""
         return self(torch.arange(self.num_items + 1, device=self._device()))
 
+    def use_sparse_gradients(self) -> list[nn.Parameter]:
+        """Make the item tables' gradients sparse; return their weights for a sparse optimizer.
+
+        A step then costs what the batch touches, not the catalogue. Only lookups give sparse
+        gradients, so ``l2_mode="table"`` (it reads every row) is refused.
+        """
+        if getattr(self, "l2_mode", None) == "table":
+            raise ConfigError("sparse embeddings: l2_mode='table' reads every row; use 'batch'")
+        tables = [m for m in self.modules() if isinstance(m, nn.Embedding)]
+        for table in tables:
+            table.sparse = True
+        return [table.weight for table in tables]
+
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -46,16 +64,43 @@ def _l2(table: nn.Embedding, ids: Tensor, mode: L2Mode) -> Tensor:
     return table(rows).pow(2).sum(-1).mean() if rows.numel() else table.weight.new_zeros(())
 
 
+def load_pretrained(path: str | Path, num_items: int, embedding_dim: int) -> Tensor:
+    """Read a ``(num_items + 1, embedding_dim)`` table written by ``python -m resemb_pl.pretrain``.
+
+    Raises:
+        CheckpointError: The file is missing, not a plain ``.npy`` array, or of another shape.
+    """
+    try:
+        table = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot read a pretrained embedding: {err}") from None
+    if table.shape != (num_items + 1, embedding_dim):
+        raise CheckpointError(
+            f"{path}: pretrained embedding has shape {tuple(table.shape)}, the model needs "
+            f"({num_items + 1}, {embedding_dim}) (num_items + 1, embedding_dim)"
+        )
+    return torch.from_numpy(np.asarray(table, dtype=np.float32))
+
+
 class PlainEmbedding(ItemEmbedding):
-    """The ordinary per-item lookup that res-embedding replaces.
+    r"""The ordinary per-item lookup that res-embedding replaces.
+
+    With ``l2_mode="mba"`` the penalty is DIN's mini-batch aware regulariser (DIN §5.1, eq. 6–7):
+    every distinct item ``j`` of the mini-batch adds :math:`\|\mathbf{w}_j\|^2 / n_j`, where
+    :math:`n_j` is the number of times ``j`` occurs in the training samples, so one epoch adds up
+    to about the full-table L2. The counts come from :meth:`set_item_counts` (the task calls it
+    with the training samples); until then every :math:`n_j` is 1.
 
     Args:
         num_items: Number of items ``H`` (the table has ``H + 1`` rows, row 0 is padding).
         embedding_dim: Size of each embedding.
         l2: Coefficient of the L2 penalty (0 disables it).
-        l2_mode: ``"batch"`` penalises the rows of the mini-batch (DIN §5.1's scalable reading),
-            ``"table"`` the whole table.
+        l2_mode: ``"batch"`` penalises the mean squared norm of the rows in the mini-batch,
+            ``"table"`` that of the whole table, ``"mba"`` the rows of the mini-batch weighted
+            by ``1 / n_j`` (DIN §5.1).
         init_std: Standard deviation of the normal initialisation.
+        pretrained: A ``.npy`` table of shape ``(num_items + 1, embedding_dim)`` that initialises
+            the lookup (written by ``python -m resemb_pl.pretrain``); row 0 is set to zero.
 
     Example::
 
@@ -69,23 +114,51 @@ class PlainEmbedding(ItemEmbedding):
         embedding_dim: int,
         *,
         l2: float = 0.0,
-        l2_mode: L2Mode = "batch",
+        l2_mode: PlainL2Mode = "batch",
         init_std: float = 0.05,
+        pretrained: str | None = None,
     ) -> None:
         super().__init__()
+        if l2_mode not in ("batch", "table", "mba"):
+            raise ConfigError(f"l2_mode: choose batch, table or mba, got {l2_mode!r}")
         self.num_items, self.embedding_dim = num_items, embedding_dim
         self.l2, self.l2_mode = l2, l2_mode
         self.table = nn.Embedding(num_items + 1, embedding_dim, padding_idx=0)
         nn.init.normal_(self.table.weight, std=init_std)
         with torch.no_grad():
+            if pretrained is not None:
+                self.table.weight.copy_(load_pretrained(pretrained, num_items, embedding_dim))
             self.table.weight[0].zero_()
+        if l2_mode == "mba":
+            self.register_buffer("item_count", torch.ones(num_items + 1))
 
     def forward(self, ids: Tensor) -> Tensor:
         return self.table(ids)
 
+    def set_item_counts(self, samples) -> None:
+        """Set :math:`n_j` for ``l2_mode="mba"``: occurrences of item ``j`` in ``samples``.
+
+        ``samples`` has the fields of :class:`resemb_pl.data.protocols.Samples` (histories as
+        slices ``seq[hist_start : hist_start + hist_len]`` and a ``target`` per sample).
+        """
+        if self.l2_mode != "mba":
+            return
+        # How many histories cover each position of seq: a difference array, then a cumsum.
+        cover = np.zeros(len(samples.seq) + 1, dtype=np.int64)
+        np.add.at(cover, samples.hist_start, 1)
+        np.add.at(cover, samples.hist_start + samples.hist_len, -1)
+        size = self.num_items + 1
+        counts = np.bincount(samples.seq, weights=np.cumsum(cover[:-1]), minlength=size)
+        counts += np.bincount(samples.target, minlength=size)
+        self.item_count = torch.from_numpy(counts[:size]).clamp_min(1).to(self.item_count)
+
     def regularization(self, ids: Tensor) -> Tensor:
         if self.l2 == 0:
             return super().regularization(ids)
+        if self.l2_mode == "mba":
+            rows = torch.unique(ids)
+            rows = rows[rows > 0]
+            return self.l2 * (self.table(rows).pow(2).sum(-1) / self.item_count[rows]).sum()
         return self.l2 * _l2(self.table, ids, self.l2_mode)
 
 
@@ -93,7 +166,8 @@ class PlainEmbedding(ItemEmbedding):
 # subgraph of a batch's neighbourhood is then exact. Layers that need whole-graph statistics
 # (degrees) qualify once the statistics come with the edges (see ``normalize_graph``).
 _SUBGRAPH_EXACT = {"MeanConv", "DotAttentionConv", "GCNNormConv", "GATConv", "GATv2Conv",
-                   "SAGEConv", "GraphConv", "TransformerConv"}
+                   "SAGEConv", "GraphConv", "TransformerConv", "GCNAdapterConv", "GATAdapterConv",
+                   "GATv2AdapterConv", "SAGEAdapterConv", "LGAdapterConv"}
 
 
 class ResEmbedding(ItemEmbedding):
@@ -161,6 +235,11 @@ class ResEmbedding(ItemEmbedding):
         ]
         for c in self._prenormalize:
             c.normalize = False
+        # PyG layers differ in their third argument (edge_attr, size): pass the weights by
+        # keyword only to layers whose forward takes ``edge_weight``.
+        self._takes_weight = [
+            "edge_weight" in inspect.signature(c.forward).parameters for c in self.convs
+        ]
         exact = all(type(c).__name__ in _SUBGRAPH_EXACT for c in self.convs)
         if propagation == "local" and not exact:
             names = sorted({type(c).__name__ for c in self.convs} - _SUBGRAPH_EXACT)
@@ -211,9 +290,12 @@ class ResEmbedding(ItemEmbedding):
 
     def central_table(self) -> Tensor:
         """The central embedding ``W·Cb`` of every item by full-graph propagation."""
-        x = self.basis.weight
-        for conv in self.convs:
-            x = conv(x, self.edge_index, edge_weight=self.edge_weight)
+        return self._propagate(self.basis.weight, self.edge_index, self.edge_weight)
+
+    def _propagate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor) -> Tensor:
+        for conv, takes_weight in zip(self.convs, self._takes_weight, strict=True):
+            kwargs = {"edge_weight": edge_weight} if takes_weight else {}
+            x = conv(x, edge_index, **kwargs)
         return x
 
     def central(self, rows: Tensor) -> Tensor:
@@ -224,12 +306,11 @@ class ResEmbedding(ItemEmbedding):
             e = self._in_edges(targets)
             edges.append(e)
             targets = torch.unique(torch.cat([targets, self.edge_index[0, e]]))
-        e = torch.unique(torch.cat(edges))
+        # One hop's edges are already distinct and sorted (CSR ranges of sorted rows).
+        e = edges[0] if len(edges) == 1 else torch.unique(torch.cat(edges))
         nodes = targets  # every node that appears, sorted
         sub = torch.searchsorted(nodes, self.edge_index[:, e])
-        x = self.basis(nodes)
-        for conv in self.convs:
-            x = conv(x, sub, edge_weight=self.edge_weight[e])
+        x = self._propagate(self.basis(nodes), sub, self.edge_weight[e])
         return x[torch.searchsorted(nodes, rows)]
 
     def _in_edges(self, targets: Tensor) -> Tensor:
@@ -238,10 +319,19 @@ class ResEmbedding(ItemEmbedding):
         offset = torch.repeat_interleave(start - (count.cumsum(0) - count), count)
         return offset + torch.arange(int(count.sum()), device=targets.device)
 
+    def use_sparse_gradients(self) -> list[nn.Parameter]:
+        """As :meth:`ItemEmbedding.use_sparse_gradients`; training then propagates locally."""
+        if not self._local_ok:
+            raise ConfigError(
+                "sparse embeddings need batch-local propagation, but propagation="
+                f"{self.propagation!r} with {[type(c).__name__ for c in self.convs]} is full-graph"
+            )
+        return super().use_sparse_gradients()
+
     def _use_local(self, ids: Tensor) -> bool:
         if not self._local_ok:
             return False
-        if self.propagation == "local":
+        if self.propagation == "local" or (self.basis.sparse and torch.is_grad_enabled()):
             return True
         # auto: the subgraph grows about (edges per item)^layers per distinct item.
         fan = max(1.0, self.edge_index.size(1) / max(1, self.num_items))

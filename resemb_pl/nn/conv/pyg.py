@@ -1,0 +1,169 @@
+"""PyG's built-in layers adapted, in this one place, to the conv contract of ``ResEmbedding``.
+
+Contract: ``Layer(in_channels, out_channels, **kwargs)`` and
+``forward(x, edge_index, edge_weight=None) -> Tensor``. The built-ins differ: ``GATConv`` and
+``GATv2Conv`` take ``edge_attr`` third, ``SAGEConv`` takes ``size``, and ``LGConv`` has no
+channel arguments. ``ResEmbedding`` already calls a layer without ``edge_weight`` when its
+``forward`` has no such parameter, so every built-in also plugs in unadapted; the adapters add
+what the bare layer cannot do: use the interest graph's co-occurrence weights, and normalise
+once on the whole graph so that batch-local propagation stays exact.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, LGConv, SAGEConv
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.typing import Adj, OptTensor
+
+
+def _heads_width(module: object, out_channels: int, heads: int) -> int:
+    if out_channels % heads:
+        raise ValueError(
+            f"'{module.__class__.__name__}' concatenates {heads} heads: out_channels="
+            f"{out_channels} is not a multiple of heads"
+        )
+    return out_channels // heads
+
+
+class GCNAdapterConv(GCNConv):
+    r"""PyG's :class:`~torch_geometric.nn.conv.GCNConv` (a learned weight, self-loops, eq. 7).
+
+    The normalisation :math:`\hat{D}^{-1/2}\hat{Z}\hat{D}^{-1/2}` is computed once on the whole
+    graph by :meth:`normalize_graph` when ``ResEmbedding`` sets the graph, so the layer gives the
+    same output on a batch's subgraph as on the whole graph.
+
+    Args:
+        in_channels: Size of each input vector.
+        out_channels: Size of each output vector.
+        **kwargs: Keyword arguments of ``GCNConv`` (``improved``, ``add_self_loops``, ``bias``).
+
+    Shapes:
+        - **input:** ``x`` :math:`(|V|, F_{in})`, ``edge_index`` :math:`(2, |E|)`,
+          ``edge_weight`` :math:`(|E|)` *(optional)*
+        - **output:** :math:`(|V|, F_{out})`
+    """
+
+    def normalize_graph(
+        self, edge_index: Tensor, edge_weight: OptTensor, num_nodes: int
+    ) -> tuple[Tensor, Tensor]:
+        """Return the edges with self-loops and the weights of the symmetric normalisation."""
+        return gcn_norm(edge_index, edge_weight, num_nodes, self.improved,
+                        self.add_self_loops is not False, self.flow)
+
+
+class LGAdapterConv(LGConv):
+    r"""PyG's :class:`~torch_geometric.nn.conv.LGConv` (LightGCN) with the factory contract.
+
+    Parameter-free like the paper's GCN aggregator, but with symmetric degree normalisation of
+    the unweighted-by-default LightGCN form. Normalised once on the whole graph.
+
+    Args:
+        in_channels: Size of each basis vector.
+        out_channels: Must equal ``in_channels``.
+        normalize: Normalise the edge weights symmetrically.
+
+    Shapes:
+        - **input:** ``x`` :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)`,
+          ``edge_weight`` :math:`(|E|)` *(optional)*
+        - **output:** :math:`(|V|, F)`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, normalize: bool = True) -> None:
+        if in_channels != out_channels:
+            raise ValueError(
+                f"'{self.__class__.__name__}' keeps the width: {in_channels} != {out_channels}"
+            )
+        super().__init__(normalize=normalize)
+        self.in_channels, self.out_channels = in_channels, out_channels
+
+    def normalize_graph(
+        self, edge_index: Tensor, edge_weight: OptTensor, num_nodes: int
+    ) -> tuple[Tensor, Tensor]:
+        """Return the edges and their weights :math:`Z_{ij} / \\sqrt{d_i d_j}`."""
+        return gcn_norm(edge_index, edge_weight, num_nodes, add_self_loops=False, flow=self.flow)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"
+
+
+class GATAdapterConv(GATConv):
+    r"""PyG's :class:`~torch_geometric.nn.conv.GATConv` whose attention sees the edge weight.
+
+    The co-occurrence weight :math:`Z_{ij}` enters the attention score as a one-dimensional
+    edge feature (``edge_dim=1``). ``heads`` heads of width ``out_channels // heads`` are
+    concatenated, so the output keeps the width ``out_channels``.
+
+    Args:
+        in_channels: Size of each input vector.
+        out_channels: Size of each output vector (a multiple of ``heads``).
+        heads: Number of attention heads.
+        use_edge_weight: Feed :math:`\log(1 + Z_{ij})` to the attention; ``False`` ignores it.
+        **kwargs: Keyword arguments of ``GATConv`` (``dropout``, ``add_self_loops``, ...).
+
+    Shapes:
+        - **input:** ``x`` :math:`(|V|, F_{in})`, ``edge_index`` :math:`(2, |E|)`,
+          ``edge_weight`` :math:`(|E|)` *(optional)*
+        - **output:** :math:`(|V|, F_{out})`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, heads: int = 1,
+                 use_edge_weight: bool = True, **kwargs) -> None:
+        width = _heads_width(self, out_channels, heads)
+        edge_dim = 1 if use_edge_weight else None
+        super().__init__(in_channels, width, heads=heads, concat=True, edge_dim=edge_dim, **kwargs)
+
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
+        if self.edge_dim is None or edge_weight is None:
+            return super().forward(x, edge_index)
+        return super().forward(x, edge_index, edge_attr=edge_weight.log1p().view(-1, 1))
+
+
+class GATv2AdapterConv(GATv2Conv):
+    r"""PyG's :class:`~torch_geometric.nn.conv.GATv2Conv` whose attention sees the edge weight.
+
+    As :class:`GATAdapterConv`, with GATv2's dynamic attention.
+
+    Args:
+        in_channels: Size of each input vector.
+        out_channels: Size of each output vector (a multiple of ``heads``).
+        heads: Number of attention heads.
+        use_edge_weight: Feed :math:`\log(1 + Z_{ij})` to the attention; ``False`` ignores it.
+        **kwargs: Keyword arguments of ``GATv2Conv``.
+
+    Shapes:
+        - **input:** ``x`` :math:`(|V|, F_{in})`, ``edge_index`` :math:`(2, |E|)`,
+          ``edge_weight`` :math:`(|E|)` *(optional)*
+        - **output:** :math:`(|V|, F_{out})`
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, heads: int = 1,
+                 use_edge_weight: bool = True, **kwargs) -> None:
+        width = _heads_width(self, out_channels, heads)
+        edge_dim = 1 if use_edge_weight else None
+        super().__init__(in_channels, width, heads=heads, concat=True, edge_dim=edge_dim, **kwargs)
+
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
+        if self.edge_dim is None or edge_weight is None:
+            return super().forward(x, edge_index)
+        return super().forward(x, edge_index, edge_attr=edge_weight.log1p().view(-1, 1))
+
+
+class SAGEAdapterConv(SAGEConv):
+    r"""PyG's :class:`~torch_geometric.nn.conv.SAGEConv` with ``edge_weight`` in its signature.
+
+    GraphSAGE has no edge weights: ``edge_weight`` is accepted and ignored, so the layer can sit
+    in any stack that passes it (SAGEConv's own third argument is ``size``).
+
+    Args:
+        in_channels: Size of each input vector.
+        out_channels: Size of each output vector.
+        **kwargs: Keyword arguments of ``SAGEConv`` (``aggr``, ``root_weight``, ...).
+
+    Shapes:
+        - **input:** ``x`` :math:`(|V|, F_{in})`, ``edge_index`` :math:`(2, |E|)`
+        - **output:** :math:`(|V|, F_{out})`
+    """
+
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
+        return super().forward(x, edge_index)

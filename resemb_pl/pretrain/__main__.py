@@ -1,0 +1,84 @@
+"""``python -m resemb_pl.pretrain {skipgram,node2vec,sms} --data <config> --out <file.npy>``.
+
+The data options are those of ``CTRDataModule`` (``--data`` takes its YAML, ``--data.preset``
+overrides one key); the method's options are the keyword arguments of its ``pretrain_*``
+function (``--embedding_dim``, ``--epochs``, ...). Only training data is used: the training
+samples for skip-gram and the siamese network, and the interest graph (built from training
+sequences) for node2vec.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+from jsonargparse import ArgumentParser
+
+from resemb_pl.data.datamodule import CTRDataModule
+from resemb_pl.errors import ConfigError, ResembError
+from resemb_pl.pretrain.node2vec import pretrain_node2vec
+from resemb_pl.pretrain.skipgram import pretrain_skipgram
+from resemb_pl.pretrain.sms import pretrain_sms
+
+log = logging.getLogger(__name__)
+
+METHODS = {
+    "skipgram": (pretrain_skipgram, {"samples", "num_items"}),
+    "node2vec": (pretrain_node2vec, {"data", "num_items"}),
+    "sms": (pretrain_sms, {"samples", "item_category"}),
+}
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m resemb_pl.pretrain", description=__doc__)
+    commands = parser.add_subcommands(dest="method")
+    for name, (function, skip) in METHODS.items():
+        sub = ArgumentParser()
+        sub.add_class_arguments(CTRDataModule, "data")
+        sub.add_argument("--out", type=str, required=True, help="Where to write the .npy table.")
+        sub.add_function_arguments(function, None, skip=skip)
+        commands.add_subcommand(name, sub, help=function.__doc__.splitlines()[0])
+    return parser
+
+
+def run(method: str, data: dict, out: str, options: dict) -> np.ndarray:
+    """Pretrain with ``method`` on the data module built from ``data``; write and return it."""
+    path = Path(out)
+    if path.suffix != ".npy":
+        raise ConfigError(f"--out {out}: the pretrained table is written as .npy")
+    dm = CTRDataModule(**data)
+    function = METHODS[method][0]
+    if method == "node2vec":
+        table, losses = function(dm.graph, dm.num_items, **options)
+    elif method == "sms":
+        table, losses = function(dm.samples("train"), dm.item_category, **options)
+    else:
+        table, losses = function(dm.samples("train"), dm.num_items, **options)
+    array = table.numpy().astype(np.float32)
+    array[0] = 0.0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, array, allow_pickle=False)
+    trace = " -> ".join(f"{x:.4f}" for x in losses)
+    print(f"{method}: loss {trace}; wrote {array.shape} to {path}")
+    return array
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``python -m resemb_pl.pretrain``."""
+    config = build_parser().parse_args(args)
+    method = config.method
+    options = config[method].as_dict()
+    data = {k: v for k, v in options.pop("data").items() if not k.startswith("__")}
+    out = options.pop("out")
+    options = {k: v for k, v in options.items() if not k.startswith("__")}
+    try:
+        run(method, data, out, options)
+    except (ResembError, ValueError) as err:
+        print(f"resemb_pl.pretrain: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
+from jsonargparse import ArgumentError
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from resemb_pl.checkpoint import (
+    PreemptionCheckpoint,
+    SafeCheckpointIO,
+    find_last_checkpoint,
+    load_checkpoint,
+)
 
 from resemb_pl.data.datamodule import CTRDataModule
-from resemb_pl.errors import ResembError
+from resemb_pl.errors import CheckpointError, ConfigError, ResembError
+from resemb_pl.predict import ParquetPredictionWriter
 from resemb_pl.task import CTRTask
 
 
@@ -18,20 +33,82 @@ class ResembCLI(LightningCLI):
         parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")
         parser.link_arguments("data.num_categories", "model.num_categories", apply_on="instantiate")
 
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if add_subcommands:
+            # `predict` scores a requests file unless a config names another source.
+            self._subcommand_parsers["predict"].set_defaults({"data.source": "requests"})
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.data.source != "requests":
+            return
+        if self.subcommand != "predict":
+            raise ConfigError(
+                f"data.source: 'requests' has no labels to {self.subcommand} on; use predict"
+            )
+        if config.data.checkpoint is None:
+            if not config.ckpt_path:
+                raise ConfigError("predict: --ckpt_path is required to score a requests file")
+            config.data.checkpoint = config.ckpt_path
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the model's hyperparameters from --ckpt_path here; check the file
+        # first (safely, weights only), and name a checkpoint of another model in one line.
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and (path not in ("last", "best") or Path(path).is_file()):
+            load_checkpoint(path)
+        try:
+            super()._parse_ckpt_path()
+        except ArgumentError as err:
+            message = " ".join(str(err).split())
+            raise CheckpointError(f"{path}: written by another model: {message}") from None
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
+
+    def before_fit(self) -> None:
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") == "last":
+            # Lightning would only look in this run's new logger version.
+            config["ckpt_path"] = find_last_checkpoint(self.trainer) or "last"
+
+    def before_predict(self) -> None:
+        if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(ParquetPredictionWriter(self.datamodule.hparams.output))
+
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``resemb-pl fit|validate|test|predict``."""
+    """Entry point of ``resemb-pl fit|validate|test|predict``.
+
+    Bad data, configuration keys, arguments and checkpoints end with one line on stderr and
+    exit code 2. SIGTERM during ``fit`` saves a resumable ``last.ckpt`` and exits with 143;
+    ``resemb-pl fit ... --ckpt_path last`` resumes it.
+    """
+    no_exit = {"exit_on_error": False}
     try:
         ResembCLI(
             CTRTask,
             CTRDataModule,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
+            trainer_defaults={"callbacks": [PreemptionCheckpoint()]},
+            parser_kwargs={**no_exit, **{sub: no_exit for sub in ResembCLI.subcommands()}},
             args=args,
         )
-    except ResembError as err:
-        print(f"resemb-pl: error: {err}", file=sys.stderr)
+    except (ResembError, ArgumentError) as err:
+        message = " ".join(str(err).split())
+        print(f"resemb-pl: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException:
+        print("resemb-pl: stopped by SIGTERM; resume with --ckpt_path last", file=sys.stderr)
+        raise SystemExit(143) from None
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -11,6 +13,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
+from resemb_pl.checkpoint import check_compatible
+from resemb_pl.errors import CheckpointError
 from resemb_pl.factory import as_factory, describe
 from resemb_pl.metrics import GroupAUC, LogLoss
 from resemb_pl.nn.embedding import ItemEmbedding, PlainEmbedding
@@ -18,6 +22,63 @@ from resemb_pl.nn.models import DIN
 
 EmbeddingFactory = Callable[[int, int], ItemEmbedding]
 BackboneFactory = Callable[[ItemEmbedding, int], nn.Module]
+
+
+class _JointState(ChainMap):
+    """The optimizers' states seen as one: a parameter's entry is read and written in the state
+    of the optimizer that owns it."""
+
+    def __init__(self, optimizers: tuple[torch.optim.Optimizer, ...]) -> None:
+        super().__init__(*(o.state for o in optimizers))
+        self.owner = {id(p): o.state for o in optimizers for g in o.param_groups
+                      for p in g["params"]}
+
+    def __getitem__(self, key):
+        return self.owner[id(key)][key]
+
+    def __setitem__(self, key, value) -> None:
+        self.owner[id(key)][key] = value
+
+
+class SparseDenseOptimizer(torch.optim.Optimizer):
+    """One optimizer made of a sparse one (the embedding tables) and a dense one (the rest).
+
+    Lightning sees a single optimizer, so automatic optimisation, learning-rate schedulers
+    (``param_groups`` are both optimizers' groups) and checkpoints keep working.
+
+    Args:
+        sparse: Optimizer of the parameters with sparse gradients (e.g. ``SparseAdam``).
+        dense: Optimizer of the other parameters.
+    """
+
+    def __init__(self, sparse: torch.optim.Optimizer, dense: torch.optim.Optimizer) -> None:
+        self.optimizers = (sparse, dense)
+        super().__init__([p for o in self.optimizers for g in o.param_groups
+                          for p in g["params"]], {})
+        self._link()
+
+    def _link(self) -> None:
+        # Share the inner optimizers' groups and state (loading a state dict replaces them).
+        self.param_groups = [g for o in self.optimizers for g in o.param_groups]
+        self.state = _JointState(self.optimizers)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for optimizer in self.optimizers:
+            optimizer.step()
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"sparse": self.optimizers[0].state_dict(), "dense": self.optimizers[1].state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.optimizers[0].load_state_dict(state_dict["sparse"])
+        self.optimizers[1].load_state_dict(state_dict["dense"])
+        self._link()
 
 
 class CTRTask(LightningModule):
@@ -35,6 +96,10 @@ class CTRTask(LightningModule):
         backbone: Factory ``(embedding, num_categories) -> nn.Module`` returning logits.
         optimizer: Optimizer factory.
         lr_scheduler: Optional scheduler factory (stepped per epoch).
+        sparse_embeddings: Give the item tables sparse gradients and update them with
+            :class:`torch.optim.SparseAdam` (lr and betas taken from ``optimizer``; no weight
+            decay), so a step touches only the batch's rows; ``optimizer`` updates the rest.
+            Needs batch-local propagation and ``l2_mode="batch"``.
 
     Example::
 
@@ -51,6 +116,7 @@ class CTRTask(LightningModule):
         backbone: BackboneFactory = DIN,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        sparse_embeddings: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -61,6 +127,8 @@ class CTRTask(LightningModule):
         self.model = as_factory(backbone)(
             as_factory(embedding)(num_items, embedding_dim), num_categories
         )
+        if sparse_embeddings:
+            self.embedding.use_sparse_gradients()
         self.metrics = nn.ModuleDict(
             {
                 stage: nn.ModuleDict(
@@ -69,6 +137,11 @@ class CTRTask(LightningModule):
                 for stage in ("val", "test")
             }
         )
+        # What requests with original ids need: set from the data in setup() and saved in the
+        # checkpoint (the category table as a buffer, the vocabularies in ``resemb_vocab``).
+        self.register_buffer("item_category", torch.zeros(num_items + 1, dtype=torch.long))
+        self.item_vocab: list[str] | None = None
+        self.category_vocab: list[str] | None = None
 
     @property
     def embedding(self) -> ItemEmbedding:
@@ -100,15 +173,70 @@ class CTRTask(LightningModule):
         return torch.sigmoid(self(batch))
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
+        if self.hparams.get("sparse_embeddings", False):
+            sparse = [m.weight for m in self.model.modules()
+                      if isinstance(m, nn.Embedding) and m.sparse]
+            ids = {id(p) for p in sparse}
+            dense = self.optimizer([p for p in self.parameters() if id(p) not in ids])
+            keys = ("lr", "betas", "eps")
+            optimizer = SparseDenseOptimizer(
+                torch.optim.SparseAdam(sparse, **{k: dense.defaults[k] for k in keys
+                                                  if k in dense.defaults}),
+                dense,
+            )
+        else:
+            optimizer = self.optimizer(self.parameters())
         if self.lr_scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler(optimizer)}
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if datamodule is not None and hasattr(self.embedding, "set_graph"):
-            self.embedding.set_graph(datamodule.graph)
+        graph = getattr(datamodule, "graph", None)
+        if graph is not None and hasattr(self.embedding, "set_graph"):
+            self.embedding.set_graph(graph)
+        arrays = getattr(datamodule, "arrays", None) or {}
+        if "item_vocab" in arrays:
+            self.set_vocabulary(
+                arrays["item_vocab"], arrays["item_category"], arrays.get("category_vocab", [])
+            )
+        if datamodule is not None and stage == "fit" and hasattr(self.embedding, "set_item_counts"):
+            self.embedding.set_item_counts(datamodule.samples("train"))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.item_vocab is not None:
+            checkpoint["resemb_vocab"] = {
+                "items": self.item_vocab, "categories": self.category_vocab or []
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        source = (self._trainer and self._trainer.ckpt_path) or "checkpoint"
+        check_compatible(checkpoint, self, self.item_vocab, source)
+        vocab = checkpoint.get("resemb_vocab")
+        if vocab is not None:
+            self.item_vocab, self.category_vocab = list(vocab["items"]), list(vocab["categories"])
+
+    def set_vocabulary(
+        self,
+        item_vocab: Sequence[str] | np.ndarray,
+        item_category: np.ndarray | Tensor,
+        category_vocab: Sequence[str] | np.ndarray,
+    ) -> None:
+        """Keep the original item ids, the item -> category table and the category names.
+
+        Args:
+            item_vocab: Original item ids; dense item ``i >= 1`` is ``item_vocab[i - 1]``.
+            item_category: Dense category of every dense item, ``(num_items + 1,)``.
+            category_vocab: Category names; dense category ``c >= 1`` is ``category_vocab[c - 1]``.
+        """
+        n = self.hparams.num_items
+        if len(item_vocab) != n or len(item_category) != n + 1:
+            raise CheckpointError(
+                f"the data has {len(item_vocab)} items but the model has num_items={n}"
+            )
+        self.item_vocab = [str(v) for v in item_vocab]
+        self.category_vocab = [str(v) for v in category_vocab]
+        self.item_category.copy_(torch.as_tensor(np.asarray(item_category), dtype=torch.long))
 
     def _evaluate(self, stage: str, batch: dict[str, Tensor]) -> None:
         logits = self(batch)

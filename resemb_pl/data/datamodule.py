@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch_geometric.data import Data
 
 from resemb_pl.data.graph import build_interest_graph
@@ -68,26 +68,29 @@ def _collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(DistributedSampler):
     """A random permutation that depends only on ``(seed, epoch)``, optionally started late.
 
     Lightning calls :meth:`set_epoch` before each epoch, so a resumed run draws the same order
-    as an uninterrupted one, whatever the global random state.
+    as an uninterrupted one, whatever the global random state. With ``num_replicas > 1`` rank
+    ``r`` takes every ``num_replicas``-th sample of the permutation from ``r`` on, the
+    permutation padded by its own start so every rank has as many batches (as
+    :class:`~torch.utils.data.DistributedSampler`); being one, Lightning keeps it as it is.
     """
 
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch, self.start = size, seed, 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, seed=seed)
+        self.size, self.start = size, 0
 
     def __iter__(self):
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        if self.num_replicas > 1:
+            order = np.resize(order, self.total_size)[self.rank :: self.num_replicas]
         start, self.start = self.start, 0
         yield from order[start:].tolist()
 
     def __len__(self) -> int:
-        return self.size
+        return self.num_samples
 
 
 class ShardSampler(DistributedSampler):
@@ -115,10 +118,12 @@ class ResumableLoader(DataLoader):
     Sized loaders are not prefetched by Lightning, so the count handed out is the count trained.
     """
 
-    def __init__(self, dataset: Dataset, *, batch_size: int, seed: int, **kwargs) -> None:
-        super().__init__(
-            dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed), **kwargs
-        )
+    def __init__(
+        self, dataset: Dataset, *, batch_size: int, seed: int, num_replicas: int = 1,
+        rank: int = 0, **kwargs
+    ) -> None:
+        sampler = EpochSampler(len(dataset), seed, num_replicas, rank)
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
         self._batches, self._resume = 0, (-1, 0)
 
     def __iter__(self):
@@ -282,10 +287,13 @@ class CTRDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer  # each rank of a multi-process run trains on its own shard
         return ResumableLoader(
             self.datasets["train"],
             batch_size=self.hparams.batch_size,
             seed=self.hparams.seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
             collate_fn=_collate,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,

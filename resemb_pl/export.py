@@ -1,0 +1,287 @@
+"""Take a trained model out of Lightning: item embeddings, nearest items, a portable model.
+
+From a ``CTRTask`` checkpoint alone:
+
+- ``embeddings``: the final item table ``E = W·Cb + R`` and, separately, the central part
+  ``W·Cb`` and the residual ``R``, with the original item ids and categories, as
+  ``items.parquet`` and ``embedding.npy`` / ``central.npy`` / ``residual.npy`` (row ``r`` is
+  dense item ``r + 1``), plus a TensorBoard projector folder ``projector/``. A plain embedding
+  has no central part: ``central`` is zero and ``residual`` is its table.
+- ``nearest``: the items closest to an item by cosine similarity of ``E``.
+- ``model``: the backbone with the item embedding frozen into a table, saved with
+  ``torch.export`` (``model.pt2``) and, where ``onnxscript`` is installed, as ``model.onnx``.
+  It maps dense ids ``hist (B, L)`` (0 = padding) and ``target (B,)`` to probabilities ``(B,)``.
+
+Command line::
+
+    python -m resemb_pl.export embeddings --ckpt_path model.ckpt --out export/
+    python -m resemb_pl.export nearest --source export/ --item_id 123 456 --k 10
+    python -m resemb_pl.export model --ckpt_path model.ckpt --out export/
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from resemb_pl.checkpoint import load_checkpoint
+from resemb_pl.errors import CheckpointError, DataError, ResembError
+from resemb_pl.nn.embedding import ItemEmbedding
+from resemb_pl.task import CTRTask
+
+EMBEDDING_FILES = ("embedding", "central", "residual")
+
+
+def load_task(ckpt_path: str | Path) -> CTRTask:
+    """Load a ``CTRTask`` on the CPU, in eval mode, from its checkpoint alone."""
+    path = Path(ckpt_path)
+    ckpt = load_checkpoint(path)
+    # Build from the plain hyperparameters (the CLI's jsonargparse instantiator is not needed).
+    hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if k != "_instantiator"}
+    try:
+        task = CTRTask(**hparams)
+        task.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: cannot rebuild the model ({err})") from None
+    task.on_load_checkpoint(ckpt)
+    if task.item_vocab is None:
+        raise CheckpointError(
+            f"{path}: the checkpoint has no id vocabulary; retrain it with this version"
+        )
+    return task.eval()
+
+
+@dataclass
+class ItemTable:
+    """Item embeddings with their original ids; row ``r`` is dense item ``r + 1``.
+
+    Attributes:
+        item_id: Original item ids ``(H,)``.
+        category: Category name of each item (``""`` when unknown) ``(H,)``.
+        embedding: The final embedding ``E = W·Cb + R`` ``(H, D)``.
+        central: The central part ``W·Cb`` (zero for a plain embedding) ``(H, D)``.
+        residual: The residual ``R`` (the whole table for a plain embedding) ``(H, D)``.
+    """
+
+    item_id: np.ndarray
+    category: np.ndarray
+    embedding: np.ndarray
+    central: np.ndarray
+    residual: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.item_id)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per item: ``item_id``, ``category``, ``embedding``, ``central``, ``residual``."""
+        return pd.DataFrame(
+            {"item_id": self.item_id, "category": self.category}
+            | {name: list(getattr(self, name)) for name in EMBEDDING_FILES}
+        )
+
+    def save(self, out: str | Path, projector_items: int = 10000) -> Path:
+        """Write ``items.parquet``, the ``.npy`` tables and the projector folder under ``out``.
+
+        Args:
+            out: The folder to write.
+            projector_items: The first items (by dense id) shown in the projector; 0 for none.
+        """
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.frame().to_parquet(out / "items.parquet", index=False)
+        for name in EMBEDDING_FILES:
+            np.save(out / f"{name}.npy", getattr(self, name))
+        if projector_items:
+            from torch.utils.tensorboard import SummaryWriter
+
+            n = min(projector_items, len(self))
+            with SummaryWriter(out / "projector") as writer:
+                writer.add_embedding(
+                    torch.from_numpy(self.embedding[:n]),
+                    metadata=[[i, c] for i, c in zip(self.item_id[:n], self.category[:n],
+                                                      strict=True)],
+                    metadata_header=["item_id", "category"],
+                    tag="item_embedding",
+                )
+        return out
+
+    @classmethod
+    def load(cls, out: str | Path) -> ItemTable:
+        """Read a folder written by :meth:`save`."""
+        out = Path(out)
+        file = out / "items.parquet"
+        if not file.is_file():
+            raise DataError(f"{file}: no such file; write it with `export embeddings`")
+        frame = pd.read_parquet(file, columns=["item_id", "category"])
+        tables = {name: np.load(out / f"{name}.npy") for name in EMBEDDING_FILES}
+        return cls(frame["item_id"].to_numpy(str), frame["category"].to_numpy(str), **tables)
+
+
+@torch.no_grad()
+def item_table(task: CTRTask) -> ItemTable:
+    """The item table of a trained task: ``E``, its central and residual parts, ids, categories."""
+    emb = task.embedding
+    ids = torch.arange(1, emb.num_items + 1, device=task.device)
+    if hasattr(emb, "central_table") and hasattr(emb, "residual"):
+        central = emb.central_table()[1:]
+        residual = emb.residual(ids)
+    else:
+        residual = emb(ids)
+        central = torch.zeros_like(residual)
+    names = np.asarray([""] + list(task.category_vocab or []), dtype=str)
+    category = task.item_category[1:].cpu().numpy()
+    return ItemTable(
+        item_id=np.asarray(task.item_vocab, dtype=str),
+        category=names[np.where(category < len(names), category, 0)],
+        embedding=(central + residual).float().cpu().numpy(),
+        central=central.float().cpu().numpy(),
+        residual=residual.float().cpu().numpy(),
+    )
+
+
+def nearest(source: ItemTable | str | Path, item_id: str | int, k: int = 10) -> pd.DataFrame:
+    """The ``k`` items closest to ``item_id`` by cosine similarity of the final embedding.
+
+    Args:
+        source: An :class:`ItemTable`, a checkpoint file or a folder written by ``embeddings``.
+        item_id: An original item id.
+        k: How many neighbours (the item itself excluded).
+
+    Returns:
+        ``item_id``, ``category`` and ``cosine`` of the neighbours, closest first.
+    """
+    if not isinstance(source, ItemTable):
+        path = Path(source)
+        source = ItemTable.load(path) if path.is_dir() else item_table(load_task(path))
+    rows = np.flatnonzero(source.item_id == str(item_id))
+    if not len(rows):
+        raise DataError(f"item_id {item_id!r}: not in the model's vocabulary")
+    e = torch.from_numpy(source.embedding)
+    cosine = torch.nn.functional.cosine_similarity(e, e[rows[0]].unsqueeze(0), dim=1)
+    cosine[rows[0]] = -torch.inf
+    top = torch.topk(cosine, min(k, len(source) - 1)).indices.numpy()
+    return pd.DataFrame(
+        {"item_id": source.item_id[top], "category": source.category[top],
+         "cosine": cosine[top].numpy()}
+    )
+
+
+class FrozenItemEmbedding(ItemEmbedding):
+    """A fixed item table: the final embedding of a trained model, as a buffer.
+
+    Args:
+        table: ``(num_items + 1, embedding_dim)``, row 0 the padding.
+    """
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.num_items, self.embedding_dim = table.size(0) - 1, table.size(1)
+        self.register_buffer("table", table)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return nn.functional.embedding(ids, self.table)
+
+
+class PortableCTR(nn.Module):
+    """Table lookup plus backbone: CTR probabilities from dense item ids, without the graph.
+
+    Args:
+        task: A trained task; its item embedding is computed once and frozen.
+
+    Shapes:
+        - **input:** ``hist`` :math:`(B, L)` (0 = padding), ``target`` :math:`(B,)`
+        - **output:** probabilities :math:`(B,)`
+    """
+
+    def __init__(self, task: CTRTask) -> None:
+        super().__init__()
+        with torch.no_grad():
+            table = task.embedding.item_table().detach().clone()
+        embedding = task.model.embedding
+        task.model.embedding = None  # copy the backbone without the graph
+        try:
+            self.backbone = copy.deepcopy(task.model)
+        finally:
+            task.model.embedding = embedding
+        self.backbone.embedding = FrozenItemEmbedding(table)
+        self.register_buffer("item_category", task.item_category.detach().clone())
+        self.eval()
+
+    def forward(self, hist: Tensor, target: Tensor) -> Tensor:
+        cat = self.item_category
+        return torch.sigmoid(self.backbone(hist, cat[hist], target, cat[target]))
+
+
+def export_model(task: CTRTask, out: str | Path, onnx: bool = True) -> list[Path]:
+    """Save the portable model with ``torch.export`` (``model.pt2``) and, if possible, ONNX.
+
+    The batch size and the history length are dynamic.
+
+    Returns:
+        The files written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = PortableCTR(task.cpu())
+    args = (torch.tensor([[1, 2, 0], [3, 0, 0]]).clamp(max=task.embedding.num_items),
+            torch.tensor([1, 2]).clamp(max=task.embedding.num_items))
+    batch, length = torch.export.Dim("batch", min=1), torch.export.Dim("length", min=1)
+    shapes = {"hist": {0: batch, 1: length}, "target": {0: batch}}
+    program = torch.export.export(model, args, dynamic_shapes=shapes)
+    files = [out / "model.pt2"]
+    torch.export.save(program, files[0])
+    if onnx and importlib.util.find_spec("onnxscript") is not None:
+        files.append(out / "model.onnx")
+        torch.onnx.export(model, args, files[-1], dynamo=True, dynamic_shapes=shapes,
+                          input_names=["hist", "target"], output_names=["probability"])
+    return files
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m resemb_pl.export embeddings|nearest|model``."""
+    parser = argparse.ArgumentParser(prog="python -m resemb_pl.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    emb = commands.add_parser("embeddings", help="write the item tables and the projector")
+    emb.add_argument("--ckpt_path", required=True)
+    emb.add_argument("--out", required=True)
+    emb.add_argument("--projector_items", type=int, default=10000)
+    near = commands.add_parser("nearest", help="the items closest to some items (cosine)")
+    near.add_argument("--source", required=True, help="a checkpoint or an `embeddings` folder")
+    near.add_argument("--item_id", required=True, nargs="+")
+    near.add_argument("--k", type=int, default=10)
+    mod = commands.add_parser("model", help="write model.pt2 (torch.export) and model.onnx")
+    mod.add_argument("--ckpt_path", required=True)
+    mod.add_argument("--out", required=True)
+    mod.add_argument("--no_onnx", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "embeddings":
+            table = item_table(load_task(args.ckpt_path))
+            out = table.save(args.out, args.projector_items)
+            print(f"wrote {len(table)} items to {out}")
+        elif args.command == "nearest":
+            source = Path(args.source)
+            table = ItemTable.load(source) if source.is_dir() else item_table(load_task(source))
+            for item in args.item_id:
+                print(f"# nearest to {item}")
+                print(nearest(table, item, args.k).to_string(index=False))
+        else:
+            for file in export_model(load_task(args.ckpt_path), args.out, not args.no_onnx):
+                print(f"wrote {file}")
+    except ResembError as err:
+        print(f"resemb-pl-export: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

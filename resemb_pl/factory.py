@@ -17,30 +17,29 @@ from resemb_pl.errors import ConfigError
 
 
 def describe(obj: Any) -> Any:
-    """Turn a class, function or ``functools.partial`` (nested too) into plain data."""
+    """Turn a class, function or ``functools.partial`` (nested too) into plain data.
+
+    jsonargparse's factories, ``partial(call_without_instantiate_context, instantiator, cls,
+    **kwargs)``, are described as ``cls`` with ``kwargs``.
+    """
     if isinstance(obj, dict):
         return {k: describe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [describe(v) for v in obj]
     if isinstance(obj, functools.partial):
-        if obj.args:
+        func, args = obj.func, obj.args
+        if getattr(func, "__name__", "") == "call_without_instantiate_context" and len(args) == 2:
+            func, args = args[1], ()
+        if args:
             raise ConfigError(f"cannot store a factory with positional arguments: {obj!r}")
-        spec = describe(obj.func)
+        spec = describe(func)
         init_args = {**spec.get("init_args", {}), **describe(obj.keywords)}
         return {"class_path": spec["class_path"], "init_args": init_args} if init_args else spec
     if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj):
         return {"class_path": f"{obj.__module__}.{obj.__qualname__}"}
-    if callable(obj) and hasattr(obj, "__self__") is False and not _is_plain(obj):
-        # jsonargparse's factories keep the class and its arguments on the instance
-        func = getattr(obj, "func", None) or getattr(obj, "__wrapped__", None)
-        if func is not None:
-            return describe(functools.partial(func, **getattr(obj, "keywords", {})))
+    if callable(obj):
         raise ConfigError(f"cannot store {obj!r} as a class_path factory")
     return obj
-
-
-def _is_plain(obj: Any) -> bool:
-    return isinstance(obj, (str, int, float, bool, type(None)))
 
 
 def locate(path: str) -> Any:

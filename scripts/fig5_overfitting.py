@@ -34,6 +34,7 @@ from resemb_pl.experiments import (  # noqa: E402
     fit_and_test,
     mean_std,
     model_spec,
+    parse,
     pm,
     script_main,
     setup,
@@ -42,16 +43,18 @@ from resemb_pl.experiments import (  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the grid; 2 on a bad input."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(p, seeds=3, epochs=10)
     p.add_argument("--embeddings", nargs="+", default=["plain", "att"], choices=list(EMBEDDINGS))
     p.add_argument("--val-check-interval", type=float, default=0.25,
                    help="validate every this fraction of an epoch")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     return script_main("fig5_overfitting", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> None:
+    """Train the missing cells, then write the table and the figure."""
     for name in args.embeddings:
         embedding_spec(name)
     s = setup(args, "fig5", val_check_interval=args.val_check_interval)
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def write_curve(path: Path, history: list[dict]) -> None:
+    """Write a run's :class:`LossCurves` history as CSV."""
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, ["step", "epoch", "train_loss", "val_loss"])
         writer.writeheader()
@@ -90,6 +94,7 @@ def write_curve(path: Path, history: list[dict]) -> None:
 
 
 def read_curve(path: Path) -> dict[str, np.ndarray]:
+    """Read a curve CSV back as arrays of ``step``, ``train_loss`` and ``val_loss``."""
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     return {k: np.array([float(r[k]) for r in rows]) for k in ("step", "train_loss", "val_loss")}

@@ -21,6 +21,7 @@ from resemb_pl.experiments import (
     embedding_spec,
     fit_and_test,
     model_spec,
+    parse,
     pm,
     script_main,
     setup,
@@ -31,15 +32,17 @@ from resemb_pl.metrics import rela_impr
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the grid; 2 on a bad input."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(p, seeds=5)
     p.add_argument("--backbones", nargs="+", default=["din"])
     p.add_argument("--embeddings", nargs="+", default=list(EMBEDDINGS))
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     return script_main("table3", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> None:
+    """Train the missing cells, then write the table and the figure."""
     for name in args.backbones:  # fail before any training on a name that does not exist
         backbone_spec(name)
     for name in args.embeddings:

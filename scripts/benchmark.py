@@ -1,0 +1,261 @@
+"""Speed and memory of res-embedding training at catalogue scale; prints one table per part.
+
+    python scripts/benchmark.py                    # 63k, 368k, 1M and 10M items
+    python scripts/benchmark.py --quick            # 63k and 368k, fewer steps, no books preset
+    python scripts/benchmark.py --items 1000000 10000000 --steps 40 --device cuda
+
+Parts:
+
+1. Training step time of DIN with the plain embedding and with res-embedding (AVG, GCN, ATT)
+   at each catalogue size: batch 128, item popularity Zipf(1) (targets and history items),
+   histories of 10 to 50 items, a random top-8 interest graph (8 in-neighbours per item, counts
+   1..10). Batches are drawn with numpy, not the full generator, so 10M items fit in memory.
+   Every embedding uses sparse gradients with ``SparseAdam`` (``CTRTask(sparse_embeddings=True)``)
+   and res-embedding propagates batch-locally, so a step costs what the batch touches; Adam
+   over a dense 10M x 18 table would cost the catalogue every step. A step is forward, loss,
+   backward and the optimizer step. Plain and res steps alternate on the same batches and the
+   table reports medians; the ratio is the median over batches of the res step time over the
+   plain step time on the same batch. ``--clock cpu`` times by process CPU time, for a machine
+   shared with other jobs.
+2. ``build_interest_graph`` on the ``electronics`` and ``books`` presets: seconds per click.
+3. AUC plus GAUC (torchmetrics ``BinaryAUROC`` and :class:`resemb_pl.metrics.GroupAUC`) on
+   385k random samples of 2 per user, as in the Electronics test set.
+4. Peak memory: the process's maximal resident set size, and CUDA's peak allocation on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch_geometric.data import Data
+from torchmetrics.classification import BinaryAUROC
+
+from resemb_pl.data.graph import build_interest_graph
+from resemb_pl.data.synthetic import generate
+from resemb_pl.metrics import GroupAUC
+from resemb_pl.nn import PlainEmbedding, ResEmbedding
+from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv
+from resemb_pl.task import CTRTask
+
+CONVS = {"AVG": MeanConv, "GCN": GCNNormConv, "ATT": DotAttentionConv}
+NUM_CATEGORIES = 1000
+BATCH = 128
+DIM = 18
+# wall: elapsed time. cpu: this process's CPU time, which a machine shared with other jobs
+# inflates far less (with one thread, see --threads, it is the step's cost).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+class ZipfItems:
+    """Item ids ``1..num_items`` with Zipf(``exponent``) popularity over a random ranking."""
+
+    def __init__(self, num_items: int, rng: np.random.Generator, exponent: float = 1.0) -> None:
+        weight = 1.0 / np.arange(1, num_items + 1, dtype=np.float64) ** exponent
+        self.cdf = np.cumsum(weight)
+        self.cdf /= self.cdf[-1]
+        self.rank_to_item = rng.permutation(num_items) + 1
+        self.rng = rng
+
+    def draw(self, shape: tuple[int, ...]) -> np.ndarray:
+        rank = np.searchsorted(self.cdf, self.rng.random(shape), side="right")
+        return self.rank_to_item[np.minimum(rank, len(self.cdf) - 1)]
+
+
+def make_batches(num_items: int, count: int, rng: np.random.Generator) -> list[dict]:
+    """``count`` DIN batches of 128 samples, padded to their longest history."""
+    items = ZipfItems(num_items, rng)
+    batches = []
+    for _ in range(count):
+        length = rng.integers(10, 51, BATCH)
+        width = int(length.max())
+        hist = items.draw((BATCH, width))
+        hist[np.arange(width)[None, :] >= length[:, None]] = 0
+        target = items.draw((BATCH,))
+        t = {"hist": hist, "target": target}
+        batch = {k: torch.from_numpy(v) for k, v in t.items()}
+        batch["hist_cat"] = torch.where(batch["hist"] > 0, batch["hist"] % NUM_CATEGORIES + 1, 0)
+        batch["target_cat"] = batch["target"] % NUM_CATEGORIES + 1
+        batch["label"] = torch.from_numpy(rng.integers(0, 2, BATCH).astype(np.float32))
+        batches.append(batch)
+    return batches
+
+
+def random_graph(num_items: int, rng: np.random.Generator, k: int = 8) -> Data:
+    """A top-``k`` graph: every item gets ``k`` random in-neighbours with counts 1..10."""
+    target = np.repeat(np.arange(1, num_items + 1), k)
+    source = rng.integers(1, num_items + 1, target.size)
+    weight = rng.integers(1, 11, target.size).astype(np.float32)
+    edge_index = torch.from_numpy(np.stack([source, target]))
+    return Data(edge_index=edge_index, edge_weight=torch.from_numpy(weight),
+                num_nodes=num_items + 1)
+
+
+def make_task(num_items: int, embedding, device: torch.device) -> CTRTask:
+    torch.manual_seed(0)
+    task = CTRTask(num_items, NUM_CATEGORIES, DIM, embedding=embedding, sparse_embeddings=True,
+                   optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
+    return task.to(device)
+
+
+def train_step(task: CTRTask, optimizer: torch.optim.Optimizer, batch: dict) -> None:
+    optimizer.zero_grad()
+    logits = task(batch)
+    ids = torch.cat([batch["target"].unsqueeze(1), batch["hist"]], 1)
+    loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
+    (loss + task.embedding.regularization(ids)).backward()
+    optimizer.step()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_pair(plain: CTRTask, res: CTRTask, batches: list[dict], warmup: int,
+              device: torch.device, clock) -> tuple[float, float, float]:
+    """Median step times (s) of two tasks that alternate on every batch, and the median of the
+    per-batch ratios res / plain (robust to load that drifts during the run)."""
+    tasks = (plain, res)
+    optimizers = [t.configure_optimizers() for t in tasks]
+    times: tuple[list[float], list[float]] = ([], [])
+    for i, batch in enumerate(batches):
+        for j in (0, 1) if i % 2 == 0 else (1, 0):
+            sync(device)
+            start = clock()
+            train_step(tasks[j], optimizers[j], batch)
+            sync(device)
+            if i >= warmup:
+                times[j].append(clock() - start)
+    ratio = statistics.median(r / p for p, r in zip(*times, strict=True))
+    return statistics.median(times[0]), statistics.median(times[1]), ratio
+
+
+def bench_steps(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    rows = []
+    for num_items in args.items:
+        rng = np.random.default_rng(num_items)
+        batches = [{k: v.to(device) for k, v in b.items()}
+                   for b in make_batches(num_items, args.steps + args.warmup, rng)]
+        graph = random_graph(num_items, rng)
+        plain = make_task(num_items, PlainEmbedding, device)
+        row = {"items": num_items}
+        plain_times = []
+        for name, conv in CONVS.items():
+            res = make_task(num_items, functools.partial(ResEmbedding, conv=conv), device)
+            start = time.perf_counter()
+            res.embedding.set_graph(graph)
+            row["set_graph"] = time.perf_counter() - start
+            t_plain, t_res, ratio = time_pair(plain, res, batches, args.warmup, device,
+                                              CLOCKS[args.clock])
+            plain_times.append(t_plain)
+            row[name] = t_res
+            row[f"{name}/plain"] = ratio
+            del res
+            gc.collect()
+        row["plain"] = statistics.median(plain_times)
+        row["maxrss_gb"] = maxrss_gb()
+        rows.append(row)
+        print_step_row(row, header=len(rows) == 1)
+        del plain, graph, batches
+        gc.collect()
+    return rows
+
+
+def print_step_row(row: dict, header: bool) -> None:
+    if header:
+        print(f"{'items':>10} {'plain ms':>9} {'plain/s':>8} "
+              + " ".join(f"{n + ' ms':>8} {n + ' /s':>8} {n + '/pl':>7}" for n in CONVS)
+              + f" {'set_graph s':>11} {'maxrss GB':>9}")
+    cells = [f"{row['items']:>10,}", f"{row['plain'] * 1e3:>9.2f}",
+             f"{BATCH / row['plain']:>8.0f}"]
+    for name in CONVS:
+        cells += [f"{row[name] * 1e3:>8.2f}", f"{BATCH / row[name]:>8.0f}",
+                  f"{row[name + '/plain']:>7.2f}"]
+    cells += [f"{row['set_graph']:>11.2f}", f"{row['maxrss_gb']:>9.2f}"]
+    print(" ".join(cells), flush=True)
+
+
+def bench_graph(presets: list[str]) -> None:
+    print(f"\n{'preset':>12} {'clicks':>11} {'graph s':>8} {'ns/click':>9}")
+    for preset in presets:
+        data = generate(preset, seed=0)
+        _, lengths, items = data.sequences()
+        start = time.perf_counter()
+        build_interest_graph(items, lengths, data.num_items, window=2, top_k=8)
+        seconds = time.perf_counter() - start
+        print(f"{preset:>12} {items.size:>11,} {seconds:>8.2f} {seconds / items.size * 1e9:>9.0f}",
+              flush=True)
+        del data, items
+
+
+def bench_metrics(num_samples: int, device: torch.device) -> None:
+    rng = np.random.default_rng(0)
+    preds = torch.from_numpy(rng.random(num_samples).astype(np.float32)).to(device)
+    label = torch.from_numpy(np.tile([1, 0], num_samples // 2 + 1)[:num_samples]).to(device)
+    users = torch.arange(num_samples, device=device) // 2
+    times = []
+    for _ in range(3):
+        auc, gauc = BinaryAUROC().to(device), GroupAUC().to(device)
+        sync(device)
+        start = time.perf_counter()
+        for chunk in range(0, num_samples, 1024):  # as the evaluation loop updates them
+            s = slice(chunk, chunk + 1024)
+            auc.update(preds[s], label[s])
+            gauc.update(preds[s], label[s], users[s])
+        auc.compute(), gauc.compute()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    print(f"\nAUC + GAUC on {num_samples:,} samples (updates in batches of 1024 + compute): "
+          f"{statistics.median(times):.3f} s (median of 3)", flush=True)
+
+
+def maxrss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, nargs="+",
+                        default=[63_001, 367_984, 1_000_000, 10_000_000])
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per embedding")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--presets", nargs="*", default=["electronics", "books"])
+    parser.add_argument("--eval-samples", type=int, default=385_000)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="time steps by elapsed (wall) or process CPU time")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--quick", action="store_true",
+                        help="63k and 368k items, 15 steps, the electronics preset only")
+    args = parser.parse_args()
+    if args.quick:
+        args.items, args.steps, args.presets = [63_001, 367_984], 15, ["electronics"]
+    device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"DIN, batch {BATCH}, dim {DIM}, Zipf(1) items, histories 10-50, top-8 random graph; "
+          f"sparse gradients + SparseAdam for every embedding; median of {args.steps} steps, "
+          f"{args.clock} clock")
+    print("columns: step time (ms), training samples/s, median over batches of res step time / "
+          "plain step time on the same batch\n")
+    bench_steps(args, device)
+    bench_graph(args.presets)
+    bench_metrics(args.eval_samples, device)
+    print(f"\npeak memory: maxrss {maxrss_gb():.2f} GB", end="")
+    if device.type == "cuda":
+        print(f", CUDA max allocated {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GB",
+              end="")
+    print()
+
+
+if __name__ == "__main__":
+    main()

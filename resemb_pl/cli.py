@@ -19,7 +19,6 @@ from resemb_pl.checkpoint import (
     find_last_checkpoint,
     load_checkpoint,
 )
-
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import CheckpointError, ConfigError, ResembError
 from resemb_pl.predict import ParquetPredictionWriter
@@ -59,7 +58,8 @@ class ResembCLI(LightningCLI):
         # first (safely, weights only), and name a checkpoint of another model in one line.
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if path and (path not in ("last", "best") or Path(path).is_file()):
+        special = path in ("last", "best", "hpc") or str(path).startswith("registry")
+        if path and (not special or Path(path).is_file()):
             load_checkpoint(path)
         try:
             super()._parse_ckpt_path()
@@ -91,15 +91,18 @@ def main(args: list[str] | None = None) -> None:
     exit code 2. SIGTERM during ``fit`` saves a resumable ``last.ckpt`` and exits with 143;
     ``resemb-pl fit ... --ckpt_path last`` resumes it.
     """
-    no_exit = {"exit_on_error": False}
+    # Parsing errors raise instead of printing the usage; each parser gets its own dict, which
+    # LightningCLI fills in.
+    no_exit = {sub: {"exit_on_error": False} for sub in ResembCLI.subcommands()}
+    preemption = PreemptionCheckpoint()
     try:
         ResembCLI(
             CTRTask,
             CTRDataModule,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": [PreemptionCheckpoint()]},
-            parser_kwargs={**no_exit, **{sub: no_exit for sub in ResembCLI.subcommands()}},
+            trainer_defaults={"callbacks": [preemption]},
+            parser_kwargs={"exit_on_error": False, **no_exit},
             args=args,
         )
     except (ResembError, ArgumentError) as err:
@@ -107,7 +110,9 @@ def main(args: list[str] | None = None) -> None:
         print(f"resemb-pl: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     except SIGTERMException:
-        print("resemb-pl: stopped by SIGTERM; resume with --ckpt_path last", file=sys.stderr)
+        saved = f"saved {', '.join(preemption.saved)}; " if preemption.saved else ""
+        print(f"resemb-pl: stopped by SIGTERM; {saved}resume with --ckpt_path last",
+              file=sys.stderr)
         raise SystemExit(143) from None
 
 

@@ -13,7 +13,7 @@ The original ids are kept in :class:`Interactions` so that every dense id can be
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -125,6 +125,14 @@ def canonicalize(
         if frame[col].isna().any():
             row = int(np.flatnonzero(frame[col].isna().to_numpy())[0])
             raise DataError(f"{source}: column {col!r} has a missing value at row {row}")
+        if pd.api.types.is_float_dtype(frame[col]):
+            values = frame[col].to_numpy()
+            bad = np.flatnonzero(values != np.round(values))
+            if len(bad):
+                raise DataError(
+                    f"{source}: column {col!r} has a non-integer id {values[bad[0]]} "
+                    f"at row {bad[0]}"
+                )
 
     df = pd.DataFrame({"_user": frame[user].to_numpy(), "_item": frame[item].to_numpy()})
     if timestamp is not None:
@@ -132,6 +140,12 @@ def canonicalize(
         if ts.isna().any():
             row = int(np.flatnonzero(ts.isna().to_numpy())[0])
             raise DataError(f"{source}: column {timestamp!r} is not numeric or NaN at row {row}")
+        out = np.flatnonzero(~((ts >= 0) & (ts < 2.0**62)).to_numpy())
+        if len(out):
+            raise DataError(
+                f"{source}: column {timestamp!r} is out of range at row {out[0]} "
+                f"({ts.iloc[out[0]]}; expected 0 <= time < 2**62)"
+            )
         df["timestamp"] = ts.to_numpy().astype(np.int64)
     else:
         df["timestamp"] = np.arange(len(df), dtype=np.int64)
@@ -142,6 +156,12 @@ def canonicalize(
         if r.isna().any():
             row = int(np.flatnonzero(r.isna().to_numpy())[0])
             raise DataError(f"{source}: column {rating!r} is not numeric or NaN at row {row}")
+        out = np.flatnonzero(~(np.isfinite(r) & (r >= 0)).to_numpy())
+        if len(out):
+            raise DataError(
+                f"{source}: column {rating!r} is out of range at row {out[0]} "
+                f"({r.iloc[out[0]]}; expected a finite rating >= 0)"
+            )
         df["rating"] = r.to_numpy().astype(np.float32)
 
     # Stable sort: user (by first appearance), then time; ties keep file order.
@@ -170,3 +190,54 @@ def canonicalize(
         category_vocab=cat_vocab,
         source=source,
     )
+
+
+def check_ids(data: Interactions) -> None:
+    """Check that the dense ids lie in their ranges (``0..U-1``, ``1..H``, ``0..C``).
+
+    Raises:
+        DataError: Naming the column, the first bad row and the allowed range.
+    """
+    frame = data.frame
+    ranges = {
+        "user_id": (0, data.num_users - 1),
+        "item_id": (1, data.num_items),
+        "category_id": (0, data.num_categories),
+    }
+    for col, (low, high) in ranges.items():
+        values = frame[col].to_numpy()
+        bad = np.flatnonzero((values < low) | (values > high))
+        if len(bad):
+            raise DataError(
+                f"{data.source}: column {col!r} has id {values[bad[0]]} at row {bad[0]}, "
+                f"outside {low}..{high}"
+            )
+
+
+def drop_short_users(data: Interactions, min_events: int = 2) -> tuple[Interactions, int]:
+    """Drop the events of users with fewer than ``min_events`` events; renumber the users.
+
+    Item and category ids are kept (an item left without events stays in the vocabulary, like
+    a catalogue item nobody clicked), so the vocabularies still map every dense id back.
+
+    Returns:
+        The filtered interactions and the number of users dropped.
+
+    Raises:
+        DataError: If no user is left.
+    """
+    users = data.frame["user_id"].to_numpy()
+    counts = np.bincount(users, minlength=data.num_users)
+    keep_user = counts >= min_events
+    dropped = int((~keep_user).sum())
+    if not keep_user.any():
+        raise DataError(
+            f"{data.source}: the table is empty after dropping the {dropped} user(s) with "
+            f"fewer than {min_events} events"
+        )
+    if not dropped:
+        return data, 0
+    new_id = np.cumsum(keep_user) - 1
+    frame = data.frame[keep_user[users]].reset_index(drop=True)
+    frame = frame.assign(user_id=new_id[frame["user_id"].to_numpy()].astype(np.int64))
+    return replace(data, frame=frame, user_vocab=data.user_vocab[keep_user]), dropped

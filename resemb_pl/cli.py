@@ -53,6 +53,23 @@ class ResembCLI(LightningCLI):
                 raise ConfigError("predict: --ckpt_path is required to score a requests file")
             config.data.checkpoint = config.ckpt_path
 
+    def parse_arguments(self, parser, args) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except (ValueError, TypeError) as err:
+            # jsonargparse reports some invalid values as plain errors, not ArgumentError.
+            raise ConfigError(_one_line(err)) from None
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ResembError:
+            raise
+        except (ValueError, TypeError) as err:
+            # A constructor refusing its arguments (or a config that cannot be saved) is a
+            # configuration error.
+            raise ConfigError(_one_line(err)) from None
+
     def _parse_ckpt_path(self) -> None:
         # Lightning reads the model's hyperparameters from --ckpt_path here; check the file
         # first (safely, weights only), and name a checkpoint of another model in one line.
@@ -82,6 +99,15 @@ class ResembCLI(LightningCLI):
     def before_predict(self) -> None:
         if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(ParquetPredictionWriter(self.datamodule.hparams.output))
+
+
+def _one_line(err: Exception) -> str:
+    """The first line of an error, with the first cause jsonargparse lists under ``Errors:``."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    causes = [line.lstrip("- ") for line in lines[1:] if line.startswith("- ")]
+    return lines[0] + (f" ({causes[0]})" if causes else "")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -252,6 +252,7 @@ def fit_and_test(
     log_dir: Path | None = None,
     callbacks: Iterable[Callback] = (),
     on_tested: Callable[[CTRTask, CTRDataModule], dict] | None = None,
+    deterministic: bool | str | None = None,
 ) -> dict:
     """Train one model, test the epoch with the best validation AUC, return the numbers.
 
@@ -267,6 +268,7 @@ def fit_and_test(
         log_dir: TensorBoard logs go here (with an :class:`EmbeddingMonitor`); ``None``: no logs.
         callbacks: Extra callbacks.
         on_tested: Called with the best model and the data module; its dict joins the result.
+        deterministic: The Trainer's ``deterministic`` (``True``, ``"warn"``, ``None``: as is).
 
     Returns:
         ``auc``, ``gauc``, ``logloss`` on test; the envelope radius metrics of the clicked items
@@ -288,6 +290,7 @@ def fit_and_test(
         trainer = Trainer(
             **b, logger=logger, callbacks=[ckpt, *callbacks], enable_progress_bar=False,
             enable_model_summary=False, log_every_n_steps=10, num_sanity_val_steps=0,
+            deterministic=deterministic,
         )
         trainer.fit(task, datamodule=dm)
         seconds = time.perf_counter() - start
@@ -455,6 +458,20 @@ def pm(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def add_pm(table: list[dict], metrics: Iterable[str], *, blank_nan: bool = False) -> None:
+    """Set ``row[m]`` to :func:`pm` of ``row[m_mean]`` and ``row[m_std]`` in every row of ``table``.
+
+    Args:
+        table: Rows of :func:`summarize`.
+        metrics: The metrics to format.
+        blank_nan: Leave ``row[m]`` empty where the mean is NaN (no run measured ``m``).
+    """
+    for row in table:
+        for m in metrics:
+            mean = row[f"{m}_mean"]
+            row[m] = "" if blank_nan and mean != mean else pm(mean, row[f"{m}_std"])
+
+
 # -- the command line -----------------------------------------------------------------------
 def add_common_args(parser: argparse.ArgumentParser, seeds: int = 3, epochs: int = 5) -> None:
     """Arguments every experiment script takes: data, seeds, budget, device, output."""
@@ -476,6 +493,43 @@ def add_common_args(parser: argparse.ArgumentParser, seeds: int = 3, epochs: int
     parser.add_argument("--fresh", action="store_true", help="discard finished cells")
     parser.add_argument("--tensorboard", action="store_true",
                         help="write TensorBoard logs (scalars, radius, projector) per cell")
+
+
+def script_parser(doc: str, *, seeds: int = 3, epochs: int = 5) -> argparse.ArgumentParser:
+    """A script's parser: the first line of its ``doc`` as description, the common arguments."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    add_common_args(parser, seeds=seeds, epochs=epochs)
+    return parser
+
+
+def run_script(
+    name: str,
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    run: Callable[[argparse.Namespace], None],
+) -> int:
+    """Parse ``argv`` with ``parser``, then ``run(args)`` under :func:`script_main`."""
+    args = parse(parser, argv)
+    return script_main(name, lambda: run(args))
+
+
+def check_names(*, backbones: Iterable[str] = (), embeddings: Iterable[str] = ()) -> None:
+    """Raise :class:`ConfigError` before any training on a backbone or embedding name unknown."""
+    for name in backbones:
+        backbone_spec(name)
+    for name in embeddings:
+        embedding_spec(name)
+
+
+def cell_model(args: argparse.Namespace, cell: dict) -> dict:
+    """The model spec of a cell, the command line filling in what the cell does not set.
+
+    The cell's ``backbone``, ``embedding``, ``dim`` and ``residual_l2`` win over ``--backbone``,
+    ``--embedding-dim`` and ``--residual-l2``; ``--lr`` is always the command line's.
+    """
+    return model_spec(cell.get("backbone", args.backbone), cell["embedding"],
+                      embedding_dim=cell.get("dim", args.embedding_dim), lr=args.lr,
+                      residual_l2=cell.get("residual_l2", args.residual_l2))
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -500,6 +554,19 @@ class Setup:
     out_dir: Path
     budget: Budget
     settings: dict
+    tensorboard: bool = False
+
+    def grid(self, name: str = "results", drop: Iterable[str] = ()) -> Grid:
+        """The :class:`Grid` ``<name>.csv`` in the output folder, on the settings less ``drop``."""
+        settings = {k: v for k, v in self.settings.items() if k not in set(drop)}
+        return Grid(self.out_dir, settings, name=name)
+
+    def log_dir(self, cell: dict) -> Path | None:
+        """A cell's TensorBoard folder ``tb/<values>_seed<seed>``; ``None`` without logs."""
+        if not self.tensorboard:
+            return None
+        values = [str(v) for k, v in cell.items() if k != "seed"]
+        return self.out_dir / "tb" / "_".join([*values, f"seed{cell['seed']}"])
 
 
 def setup(args: argparse.Namespace, experiment: str, **budget: Any) -> Setup:
@@ -525,7 +592,7 @@ def setup(args: argparse.Namespace, experiment: str, **budget: Any) -> Setup:
                 "embedding_dim": args.embedding_dim, "residual_l2": args.residual_l2}
     settings["budget"].pop("accelerator")  # the device does not change what a cell means
     settings["budget"].pop("devices")
-    return Setup(data, dataset, out_dir, b, settings)
+    return Setup(data, dataset, out_dir, b, settings, args.tensorboard)
 
 
 def script_main(name: str, body: Callable[[], None]) -> int:

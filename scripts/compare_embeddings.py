@@ -14,42 +14,34 @@ import argparse
 import csv
 import logging
 import sys
-import tempfile
-from functools import partial
 from pathlib import Path
 
-import yaml
-from lightning.pytorch import Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
+import numpy as np
+import torch
 
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import ResembError
-from resemb_pl.nn import PlainEmbedding, ResEmbedding
-from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv
-from resemb_pl.task import CTRTask
+from resemb_pl.experiments import (
+    EMBEDDINGS,
+    METRICS,
+    Budget,
+    fit_and_test,
+    load_data_config,
+    model_spec,
+    pm,
+)
 
-EMBEDDINGS = {
-    "plain": lambda a: partial(PlainEmbedding),
-    "avg": lambda a: partial(ResEmbedding, conv=MeanConv, residual_l2=a.residual_l2),
-    "gcn": lambda a: partial(ResEmbedding, conv=GCNNormConv, residual_l2=a.residual_l2),
-    "att": lambda a: partial(ResEmbedding, conv=DotAttentionConv, residual_l2=a.residual_l2),
-}
+FIELDS = ["embedding", "seed", *METRICS]
 
 
-def run(dm: CTRDataModule, embedding: str, seed: int, args: argparse.Namespace) -> dict:
-    seed_everything(seed, verbose=False)
-    task = CTRTask(dm.num_items, dm.num_categories, args.embedding_dim,
-                   embedding=EMBEDDINGS[embedding](args),
-                   optimizer=partial(__import__("torch").optim.Adam, lr=args.lr))
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = ModelCheckpoint(dirpath=tmp, monitor="val/auc", mode="max")
-        trainer = Trainer(max_epochs=args.epochs, logger=False, callbacks=[ckpt],
-                          enable_progress_bar=False, enable_model_summary=False,
-                          deterministic=True)
-        trainer.fit(task, datamodule=dm)
-        (result,) = trainer.test(task, datamodule=dm, ckpt_path="best", verbose=False)
-    return {"embedding": embedding, "seed": seed,
-            **{k: round(result[f"test/{k}"], 6) for k in ("auc", "gauc", "logloss")}}
+def run(data: dict, embedding: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train DIN with ``embedding``; the test metrics of its epoch with the best val AUC."""
+    model = model_spec("din", embedding, embedding_dim=args.embedding_dim, lr=args.lr,
+                       residual_l2=args.residual_l2)
+    budget = Budget(max_epochs=args.epochs, accelerator=args.accelerator)
+    result = fit_and_test(data, model, seed, budget,
+                          deterministic=True if args.accelerator == "cpu" else "warn")
+    return {"embedding": embedding, "seed": seed, **{k: round(result[k], 6) for k in METRICS}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,41 +53,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--embedding-dim", type=int, default=18)
     p.add_argument("--residual-l2", type=float, default=0.006)
+    p.add_argument("--accelerator", default="cpu", help="cpu, gpu or auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--out", type=Path, required=True, help="CSV to write")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     try:
-        config = yaml.safe_load(Path(args.data).read_text()) or {}
-        dm = CTRDataModule(**config)
+        data = load_data_config(args.data)
+        CTRDataModule(**data)  # a bad data config fails here, before the CSV is opened
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         rows = []
-        for seed in args.seeds:
-            for name in args.embeddings:
-                rows.append(run(dm, name, seed, args))
-                print(f"{name:6s} seed={seed} " + " ".join(
-                    f"{k}={rows[-1][k]:.4f}" for k in ("auc", "gauc", "logloss")), flush=True)
+        with open(args.out, "w", newline="") as fh:  # one row per finished run
+            writer = csv.DictWriter(fh, FIELDS)
+            writer.writeheader()
+            for seed in args.seeds:
+                for name in args.embeddings:
+                    rows.append(run(data, name, seed, args))
+                    writer.writerow(rows[-1])
+                    fh.flush()
+                    print(f"{name:6s} seed={seed} " + " ".join(
+                        f"{k}={rows[-1][k]:.4f}" for k in METRICS), flush=True)
     except (ResembError, OSError, TypeError) as err:
         print(f"compare_embeddings: error: {err}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, ["embedding", "seed", "auc", "gauc", "logloss"])
-        writer.writeheader()
-        writer.writerows(rows)
     print_table(rows)
     return 0
 
 
 def print_table(rows: list[dict]) -> None:
     """Mean ± std over seeds of each metric, per embedding."""
-    import numpy as np
-
     print(f"\n{'embedding':10s} {'n':>2s} {'auc':>16s} {'gauc':>16s} {'logloss':>16s}")
     for name in dict.fromkeys(r["embedding"] for r in rows):
         sel = [r for r in rows if r["embedding"] == name]
-        cells = []
-        for k in ("auc", "gauc", "logloss"):
-            v = np.array([r[k] for r in sel])
-            cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
+        cells = [pm(v.mean(), v.std()) for v in (np.array([r[k] for r in sel]) for k in METRICS)]
         print(f"{name:10s} {len(sel):2d} " + " ".join(f"{c:>16s}" for c in cells))
 
 

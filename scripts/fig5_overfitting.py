@@ -27,16 +27,14 @@ import numpy as np  # noqa: E402
 from resemb_pl.callbacks import LossCurves  # noqa: E402
 from resemb_pl.experiments import (  # noqa: E402
     EMBEDDINGS,
-    Grid,
-    add_common_args,
     cell_id,
-    embedding_spec,
+    cell_model,
+    check_names,
     fit_and_test,
     mean_std,
-    model_spec,
-    parse,
     pm,
-    script_main,
+    run_script,
+    script_parser,
     setup,
     write_table,
 )
@@ -44,32 +42,26 @@ from resemb_pl.experiments import (  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the grid; 2 on a bad input."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_common_args(p, seeds=3, epochs=10)
+    p = script_parser(__doc__, seeds=3, epochs=10)
     p.add_argument("--embeddings", nargs="+", default=["plain", "att"], choices=list(EMBEDDINGS))
     p.add_argument("--val-check-interval", type=float, default=0.25,
                    help="validate every this fraction of an epoch")
-    args = parse(p, argv)
-    return script_main("fig5_overfitting", lambda: run(args))
+    return run_script("fig5_overfitting", p, argv, run)
 
 
 def run(args: argparse.Namespace) -> None:
     """Train the missing cells, then write the table and the figure."""
-    for name in args.embeddings:
-        embedding_spec(name)
+    check_names(embeddings=args.embeddings)
     s = setup(args, "fig5", val_check_interval=args.val_check_interval)
-    grid = Grid(s.out_dir, s.settings)
+    grid = s.grid()
     curves_dir = s.out_dir / "curves"
     curves_dir.mkdir(exist_ok=True)
     cells = [{"embedding": e, "seed": seed} for e in args.embeddings for seed in args.seeds]
 
     def train(cell: dict) -> dict:
         curves = LossCurves()
-        model = model_spec(args.backbone, cell["embedding"], embedding_dim=args.embedding_dim,
-                           lr=args.lr, residual_l2=args.residual_l2)
-        log_dir = s.out_dir / "tb" / f"{cell['embedding']}_seed{cell['seed']}"
-        row = fit_and_test(s.data, model, cell["seed"], s.budget, callbacks=[curves],
-                           log_dir=log_dir if args.tensorboard else None)
+        row = fit_and_test(s.data, cell_model(args, cell), cell["seed"], s.budget,
+                           callbacks=[curves], log_dir=s.log_dir(cell))
         write_curve(curves_dir / f"{cell_id(cell)}.csv", curves.history)
         return row
 

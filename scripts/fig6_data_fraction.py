@@ -24,14 +24,12 @@ from resemb_pl.errors import ConfigError  # noqa: E402
 from resemb_pl.experiments import (  # noqa: E402
     EMBEDDINGS,
     METRICS,
-    Grid,
-    add_common_args,
-    embedding_spec,
+    add_pm,
+    cell_model,
+    check_names,
     fit_and_test,
-    model_spec,
-    parse,
-    pm,
-    script_main,
+    run_script,
+    script_parser,
     setup,
     summarize,
     write_table,
@@ -42,37 +40,30 @@ FRACTIONS = [0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the grid; 2 on a bad input."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_common_args(p, seeds=3)
+    p = script_parser(__doc__, seeds=3)
     p.add_argument("--embeddings", nargs="+", default=list(EMBEDDINGS))
     p.add_argument("--fractions", type=float, nargs="+", default=FRACTIONS)
-    args = parse(p, argv)
-    return script_main("fig6_data_fraction", lambda: run(args))
+    return run_script("fig6_data_fraction", p, argv, run)
 
 
 def run(args: argparse.Namespace) -> None:
     """Train the missing cells, then write the table and the figure."""
-    for name in args.embeddings:
-        embedding_spec(name)
+    check_names(embeddings=args.embeddings)
     bad = [f for f in args.fractions if not 0 < f <= 1]
     if bad:
         raise ConfigError(f"--fractions: each must lie in (0, 1], got {bad}")
     s = setup(args, "fig6")
-    grid = Grid(s.out_dir, s.settings)
+    grid = s.grid()
     cells = [{"embedding": e, "fraction": f, "seed": seed}
              for e in args.embeddings for f in args.fractions for seed in args.seeds]
 
     def train(cell: dict) -> dict:
-        model = model_spec(args.backbone, cell["embedding"], embedding_dim=args.embedding_dim,
-                           lr=args.lr, residual_l2=args.residual_l2)
-        return fit_and_test(s.data, model, cell["seed"], s.budget,
+        return fit_and_test(s.data, cell_model(args, cell), cell["seed"], s.budget,
                             train_user_fraction=cell["fraction"])
 
     rows = grid.run(cells, train)
     table = summarize(rows, ["embedding", "fraction"], METRICS)
-    for t in table:
-        for m in METRICS:
-            t[m] = pm(t[f"{m}_mean"], t[f"{m}_std"])
+    add_pm(table, METRICS)
     write_table(s.out_dir / "fig6", table, ["embedding", "fraction", "n", *METRICS],
                 f"Fig. 6 on {s.dataset}: test metrics against the fraction of training users "
                 "(mean ± std over seeds)")

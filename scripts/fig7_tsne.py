@@ -28,16 +28,14 @@ import torch  # noqa: E402
 from resemb_pl.callbacks import item_domains, top_items  # noqa: E402
 from resemb_pl.experiments import (  # noqa: E402
     EMBEDDINGS,
-    Grid,
-    add_common_args,
+    add_pm,
     cell_id,
-    embedding_spec,
+    cell_model,
+    check_names,
     fit_and_test,
     knn_purity,
-    model_spec,
-    parse,
-    pm,
-    script_main,
+    run_script,
+    script_parser,
     setup,
     summarize,
     tsne,
@@ -48,23 +46,20 @@ from resemb_pl.metrics import envelope_radius  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the grid; 2 on a bad input."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_common_args(p, seeds=3)
+    p = script_parser(__doc__, seeds=3)
     p.add_argument("--embeddings", nargs="+", default=list(EMBEDDINGS))
     p.add_argument("--items", type=int, default=1000, help="most clicked items to show")
     p.add_argument("--colors", type=int, default=10, help="domains drawn in colour")
     p.add_argument("--perplexity", type=float, default=30.0)
-    args = parse(p, argv)
-    return script_main("fig7_tsne", lambda: run(args))
+    return run_script("fig7_tsne", p, argv, run)
 
 
 def run(args: argparse.Namespace) -> None:
     """Train the missing cells, then write the table and the figure."""
-    for name in args.embeddings:
-        embedding_spec(name)
+    check_names(embeddings=args.embeddings)
     s = setup(args, "fig7")
     s.settings["items"] = args.items
-    grid = Grid(s.out_dir, s.settings)
+    grid = s.grid()
     emb_dir = s.out_dir / "embeddings"
     emb_dir.mkdir(exist_ok=True)
     cells = [{"embedding": e, "seed": seed} for e in args.embeddings for seed in args.seeds]
@@ -81,15 +76,12 @@ def run(args: argparse.Namespace) -> None:
             return {"knn_purity": knn_purity(x[domain >= 0], domain[domain >= 0]),
                     "top_r_ratio": radius["r_ratio"]}
 
-        model = model_spec(args.backbone, cell["embedding"], embedding_dim=args.embedding_dim,
-                           lr=args.lr, residual_l2=args.residual_l2)
-        return fit_and_test(s.data, model, cell["seed"], s.budget, on_tested=save)
+        return fit_and_test(s.data, cell_model(args, cell), cell["seed"], s.budget,
+                            on_tested=save)
 
     rows = grid.run(cells, train)
     table = summarize(rows, ["embedding"], ["auc", "knn_purity", "top_r_ratio"])
-    for t in table:
-        for m in ("auc", "knn_purity", "top_r_ratio"):
-            t[m] = pm(t[f"{m}_mean"], t[f"{m}_std"])
+    add_pm(table, ["auc", "knn_purity", "top_r_ratio"])
     write_table(s.out_dir / "fig7", table, ["embedding", "n", "auc", "knn_purity", "top_r_ratio"],
                 f"Fig. 7 on {s.dataset}: clustering of the {args.items} most clicked items by "
                 "domain (10-NN same-domain share; within-domain / all-item radius), mean ± std")

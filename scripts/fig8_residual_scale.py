@@ -27,13 +27,11 @@ from resemb_pl.errors import ConfigError  # noqa: E402
 from resemb_pl.experiments import (  # noqa: E402
     CONVS,
     METRICS,
-    Grid,
-    add_common_args,
+    add_pm,
+    cell_model,
     fit_and_test,
-    model_spec,
-    parse,
-    pm,
-    script_main,
+    run_script,
+    script_parser,
     setup,
     summarize,
     write_table,
@@ -44,13 +42,11 @@ LAMBDAS = [0.0, 0.001, 0.006, 0.03, 0.1, 0.3, 1.0]
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the grid; 2 on a bad input."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_common_args(p, seeds=3)
+    p = script_parser(__doc__, seeds=3)
     p.add_argument("--embedding", default="att", choices=list(CONVS), help="the res-embedding")
     p.add_argument("--residual-l2s", type=float, nargs="+", default=LAMBDAS)
     p.add_argument("--dims", type=int, nargs="+", default=[18, 36])
-    args = parse(p, argv)
-    return script_main("fig8_residual_scale", lambda: run(args))
+    return run_script("fig8_residual_scale", p, argv, run)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -60,17 +56,12 @@ def run(args: argparse.Namespace) -> None:
     s = setup(args, "fig8")
 
     def train(cell: dict) -> dict:
-        model = model_spec(args.backbone, cell["embedding"],
-                           embedding_dim=cell.get("dim", args.embedding_dim), lr=args.lr,
-                           residual_l2=cell.get("residual_l2", args.residual_l2))
-        return fit_and_test(s.data, model, cell["seed"], s.budget)
+        return fit_and_test(s.data, cell_model(args, cell), cell["seed"], s.budget)
 
-    dims = Grid(s.out_dir, {k: v for k, v in s.settings.items() if k != "embedding_dim"},
-                name="results_dims")
+    dims = s.grid("results_dims", drop=["embedding_dim"])
     dim_rows = dims.run([{"embedding": e, "dim": d, "seed": seed} for d in args.dims
                          for e in ("plain", args.embedding) for seed in args.seeds], train)
-    sweep = Grid(s.out_dir, {k: v for k, v in s.settings.items() if k != "residual_l2"},
-                 name="results_sweep")
+    sweep = s.grid("results_sweep", drop=["residual_l2"])
     sweep_rows = sweep.run([{"embedding": args.embedding, "residual_l2": lam, "seed": seed}
                             for lam in args.residual_l2s for seed in args.seeds], train)
 
@@ -78,15 +69,12 @@ def run(args: argparse.Namespace) -> None:
     for t in table4:
         t["params"] = int(t["params_mean"])
         t["embedding_params"] = int(t["embedding_params_mean"])
-        for m in METRICS:
-            t[m] = pm(t[f"{m}_mean"], t[f"{m}_std"])
+    add_pm(table4, METRICS)
     write_table(s.out_dir / "table4", table4,
                 ["embedding", "dim", "n", "embedding_params", "params", *METRICS],
                 f"Table 4 on {s.dataset}: embedding dimension and parameters (mean ± std)")
     fig8 = summarize(sweep_rows, ["residual_l2"], ["res_ratio", *METRICS])
-    for t in fig8:
-        for m in ("res_ratio", *METRICS):
-            t[m] = pm(t[f"{m}_mean"], t[f"{m}_std"])
+    add_pm(fig8, ["res_ratio", *METRICS])
     write_table(s.out_dir / "fig8", fig8, ["residual_l2", "n", "res_ratio", *METRICS],
                 f"Fig. 8 on {s.dataset}: {args.embedding} res-embedding, residual L2 λ against "
                 "the measured ||R||/||W·Cb|| and test metrics (mean ± std)")

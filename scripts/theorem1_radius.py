@@ -19,14 +19,12 @@ import argparse
 
 from resemb_pl.experiments import (
     EMBEDDINGS,
-    Grid,
-    add_common_args,
-    embedding_spec,
+    add_pm,
+    cell_model,
+    check_names,
     fit_and_test,
-    model_spec,
-    parse,
-    pm,
-    script_main,
+    run_script,
+    script_parser,
     setup,
     summarize,
     write_table,
@@ -37,33 +35,25 @@ COLUMNS = ("auc", "r_max", "r_mean", "r_all", "r_ratio", "res_ratio")
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the grid; 2 on a bad input."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_common_args(p, seeds=3)
+    p = script_parser(__doc__, seeds=3)
     p.add_argument("--embeddings", nargs="+", default=list(EMBEDDINGS))
-    args = parse(p, argv)
-    return script_main("theorem1_radius", lambda: run(args))
+    return run_script("theorem1_radius", p, argv, run)
 
 
 def run(args: argparse.Namespace) -> None:
     """Train the missing cells, then write the table and the figure."""
-    for name in args.embeddings:
-        embedding_spec(name)
+    check_names(embeddings=args.embeddings)
     s = setup(args, "theorem1")
-    grid = Grid(s.out_dir, s.settings)
+    grid = s.grid()
     cells = [{"embedding": e, "seed": seed} for e in args.embeddings for seed in args.seeds]
 
     def train(cell: dict) -> dict:
-        model = model_spec(args.backbone, cell["embedding"], embedding_dim=args.embedding_dim,
-                           lr=args.lr, residual_l2=args.residual_l2)
-        log_dir = s.out_dir / "tb" / f"{cell['embedding']}_seed{cell['seed']}"
-        return fit_and_test(s.data, model, cell["seed"], s.budget,
-                            log_dir=log_dir if args.tensorboard else None)
+        return fit_and_test(s.data, cell_model(args, cell), cell["seed"], s.budget,
+                            log_dir=s.log_dir(cell))
 
     rows = grid.run(cells, train)
     table = summarize(rows, ["embedding"], COLUMNS)
-    for t in table:
-        for m in COLUMNS:
-            t[m] = "" if t[f"{m}_mean"] != t[f"{m}_mean"] else pm(t[f"{m}_mean"], t[f"{m}_std"])
+    add_pm(table, COLUMNS, blank_nan=True)
     write_table(s.out_dir / "theorem1", table, ["embedding", "n", *COLUMNS],
                 f"Theorem 1 on {s.dataset}: envelope radii of the clicked items' embeddings by "
                 "domain (r_ratio = mean domain radius / all-item radius), mean ± std over seeds")

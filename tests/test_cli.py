@@ -48,3 +48,15 @@ def test_bad_data_argument_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["resemb-pl: error: data.preset: unknown preset 'huge'; "
                    "choose from ['books', 'electronics', 'small', 'tiny']"]
+
+
+def test_constructor_refusal_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", f"--config={REPO / 'configs/quickstart.yaml'}", "--data.preset=tiny",
+              "--model.embedding.init_args.propagation=local",
+              "--model.embedding.init_args.conv.class_path=torch_geometric.nn.GCNConv"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("resemb-pl: error: propagation='local' is not exact for ['GCNConv']")

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from resemb_pl.pretrain.sgns import SkipGram, train_pairs, window_pairs
+from resemb_pl.pretrain.sgns import SkipGram, pretrain_table, window_pairs
 
 
 def random_walks(
@@ -113,10 +113,9 @@ def pretrain_node2vec(
     Returns:
         The item table ``(num_items + 1, embedding_dim)`` and the epoch losses.
     """
-    torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     walks = random_walks(data, walk_length, walks_per_node, p=p, q=q, generator=generator)
-    model = SkipGram(num_items, embedding_dim)
-    losses = train_pairs(model, window_pairs(walks.numpy(), window), num_items, epochs=epochs,
-                         batch_size=batch_size, lr=lr, num_negatives=num_negatives, seed=seed)
-    return model.table(), losses
+    return pretrain_table(lambda: SkipGram(num_items, embedding_dim),
+                          window_pairs(walks.numpy(), window), num_items, seed=seed,
+                          epochs=epochs, batch_size=batch_size, lr=lr,
+                          num_negatives=num_negatives)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,22 @@ def negative_distribution(pairs: np.ndarray, num_items: int, power: float = 0.75
     if counts.sum() == 0:
         counts[1:] = 1.0
     return torch.from_numpy(counts / counts.sum()).float()
+
+
+def negative_sampling_loss(anchor: Tensor, positive: Tensor, negatives: Tensor) -> Tensor:
+    """Logistic loss of anchors ``(B, D)`` against their positives ``(B, D)`` and negatives.
+
+    Args:
+        anchor: One vector per pair.
+        positive: The vector that each anchor should score high with.
+        negatives: ``(B, K, D)``: ``K`` vectors that each anchor should score low with.
+
+    Returns:
+        ``-(mean log σ(<a, p>) + mean Σ_k log σ(-<a, n_k>))``.
+    """
+    pos = (anchor * positive).sum(-1)
+    neg = torch.einsum("bd,bkd->bk", anchor, negatives)
+    return -(F.logsigmoid(pos).mean() + F.logsigmoid(-neg).sum(-1).mean())
 
 
 class SkipGram(nn.Module):
@@ -34,10 +52,8 @@ class SkipGram(nn.Module):
 
     def forward(self, center: Tensor, context: Tensor, negatives: Tensor) -> Tensor:
         """The negative-sampling loss of the pairs ``(center, context)`` and ``negatives``."""
-        u = self.center(center)
-        pos = (u * self.context(context)).sum(-1)
-        neg = torch.einsum("bd,bkd->bk", u, self.context(negatives))
-        return -(F.logsigmoid(pos).mean() + F.logsigmoid(-neg).sum(-1).mean())
+        return negative_sampling_loss(self.center(center), self.context(context),
+                                      self.context(negatives))
 
     def table(self) -> Tensor:
         """The item vectors (the centre table), row 0 zero."""
@@ -89,6 +105,28 @@ def train_pairs(
             total += loss.item() * batch.size(0)
         losses.append(total / len(data))
     return losses
+
+
+def pretrain_table(
+    build: Callable[[], nn.Module], pairs: np.ndarray, num_items: int, *, seed: int, **training
+) -> tuple[Tensor, list[float]]:
+    """Seed torch, build a model with a ``table()``, fit it on ``pairs``; the table and losses.
+
+    Args:
+        build: Makes the model (after ``torch.manual_seed(seed)``, so its initialisation is
+            seeded).
+        pairs: ``(N, 2)`` item ids ``(center, context)``.
+        num_items: Number of items ``H``.
+        seed: Seed of the initialisation, the shuffling and the negative sampling.
+        **training: ``epochs``, ``batch_size``, ``lr``, ``num_negatives`` of :func:`train_pairs`.
+
+    Returns:
+        The model's item table and the epoch losses.
+    """
+    torch.manual_seed(seed)
+    model = build()
+    losses = train_pairs(model, pairs, num_items, seed=seed, **training)
+    return model.table(), losses
 
 
 def window_pairs(walks: np.ndarray, window: int) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from resemb_pl.pretrain.sgns import SkipGram, train_pairs
+from resemb_pl.pretrain.sgns import SkipGram, pretrain_table
 
 
 def context_pairs(samples, window: int) -> np.ndarray:
@@ -44,8 +44,6 @@ def pretrain_skipgram(
     seed: int = 0,
 ) -> tuple[torch.Tensor, list[float]]:
     """Train skip-gram on the training sequences; return the item table and the epoch losses."""
-    torch.manual_seed(seed)
-    model = SkipGram(num_items, embedding_dim)
-    losses = train_pairs(model, context_pairs(samples, window), num_items, epochs=epochs,
-                         batch_size=batch_size, lr=lr, num_negatives=num_negatives, seed=seed)
-    return model.table(), losses
+    return pretrain_table(lambda: SkipGram(num_items, embedding_dim),
+                          context_pairs(samples, window), num_items, seed=seed, epochs=epochs,
+                          batch_size=batch_size, lr=lr, num_negatives=num_negatives)

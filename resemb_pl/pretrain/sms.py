@@ -14,11 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resemb_pl.nn.layers import MLP
-from resemb_pl.pretrain.sgns import train_pairs
+from resemb_pl.pretrain.sgns import negative_sampling_loss, pretrain_table
 from resemb_pl.pretrain.skipgram import context_pairs
 
 
@@ -53,10 +52,8 @@ class SiameseNetwork(nn.Module):
 
     def forward(self, center: Tensor, context: Tensor, negatives: Tensor) -> Tensor:
         """Logistic loss of the co-occurring pairs against the negatives."""
-        a = self.encode(center)
-        pos = (a * self.encode(context)).sum(-1)
-        neg = torch.einsum("bd,bkd->bk", a, self.encode(negatives))
-        return -(F.logsigmoid(pos).mean() + F.logsigmoid(-neg).sum(-1).mean())
+        return negative_sampling_loss(self.encode(center), self.encode(context),
+                                      self.encode(negatives))
 
     def table(self) -> Tensor:
         """The item embedding at the towers' input, row 0 zero."""
@@ -77,9 +74,8 @@ def pretrain_sms(
     seed: int = 0,
 ) -> tuple[Tensor, list[float]]:
     """Train the siamese network on the training sequences; return the item table and losses."""
-    torch.manual_seed(seed)
-    model = SiameseNetwork(torch.from_numpy(np.asarray(item_category)), embedding_dim, hidden)
-    num_items = len(item_category) - 1
-    losses = train_pairs(model, context_pairs(samples, window), num_items, epochs=epochs,
-                         batch_size=batch_size, lr=lr, num_negatives=num_negatives, seed=seed)
-    return model.table(), losses
+    category = torch.from_numpy(np.asarray(item_category))
+    return pretrain_table(lambda: SiameseNetwork(category, embedding_dim, hidden),
+                          context_pairs(samples, window), len(item_category) - 1, seed=seed,
+                          epochs=epochs, batch_size=batch_size, lr=lr,
+                          num_negatives=num_negatives)

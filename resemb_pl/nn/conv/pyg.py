@@ -87,7 +87,26 @@ class LGAdapterConv(LGConv):
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"
 
 
-class GATAdapterConv(GATConv):
+class _WeightedAttention:
+    r"""What the GAT adapters share: concatenated heads, the edge weight in the attention.
+
+    ``heads`` heads of width ``out_channels // heads`` are concatenated, and
+    :math:`\log(1 + Z_{ij})` enters the attention as a one-dimensional edge feature.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, heads: int = 1,
+                 use_edge_weight: bool = True, **kwargs) -> None:
+        width = _heads_width(self, out_channels, heads)
+        edge_dim = 1 if use_edge_weight else None
+        super().__init__(in_channels, width, heads=heads, concat=True, edge_dim=edge_dim, **kwargs)
+
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
+        if self.edge_dim is None or edge_weight is None:
+            return super().forward(x, edge_index)
+        return super().forward(x, edge_index, edge_attr=edge_weight.log1p().view(-1, 1))
+
+
+class GATAdapterConv(_WeightedAttention, GATConv):
     r"""PyG's :class:`~torch_geometric.nn.conv.GATConv` whose attention sees the edge weight.
 
     The co-occurrence weight :math:`Z_{ij}` enters the attention score as a one-dimensional
@@ -107,46 +126,13 @@ class GATAdapterConv(GATConv):
         - **output:** :math:`(|V|, F_{out})`
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, heads: int = 1,
-                 use_edge_weight: bool = True, **kwargs) -> None:
-        width = _heads_width(self, out_channels, heads)
-        edge_dim = 1 if use_edge_weight else None
-        super().__init__(in_channels, width, heads=heads, concat=True, edge_dim=edge_dim, **kwargs)
 
-    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
-        if self.edge_dim is None or edge_weight is None:
-            return super().forward(x, edge_index)
-        return super().forward(x, edge_index, edge_attr=edge_weight.log1p().view(-1, 1))
-
-
-class GATv2AdapterConv(GATv2Conv):
+class GATv2AdapterConv(_WeightedAttention, GATv2Conv):
     r"""PyG's :class:`~torch_geometric.nn.conv.GATv2Conv` whose attention sees the edge weight.
 
-    As :class:`GATAdapterConv`, with GATv2's dynamic attention.
-
-    Args:
-        in_channels: Size of each input vector.
-        out_channels: Size of each output vector (a multiple of ``heads``).
-        heads: Number of attention heads.
-        use_edge_weight: Feed :math:`\log(1 + Z_{ij})` to the attention; ``False`` ignores it.
-        **kwargs: Keyword arguments of ``GATv2Conv``.
-
-    Shapes:
-        - **input:** ``x`` :math:`(|V|, F_{in})`, ``edge_index`` :math:`(2, |E|)`,
-          ``edge_weight`` :math:`(|E|)` *(optional)*
-        - **output:** :math:`(|V|, F_{out})`
+    As :class:`GATAdapterConv` (same arguments and shapes, ``**kwargs`` of ``GATv2Conv``), with
+    GATv2's dynamic attention.
     """
-
-    def __init__(self, in_channels: int, out_channels: int, *, heads: int = 1,
-                 use_edge_weight: bool = True, **kwargs) -> None:
-        width = _heads_width(self, out_channels, heads)
-        edge_dim = 1 if use_edge_weight else None
-        super().__init__(in_channels, width, heads=heads, concat=True, edge_dim=edge_dim, **kwargs)
-
-    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
-        if self.edge_dim is None or edge_weight is None:
-            return super().forward(x, edge_index)
-        return super().forward(x, edge_index, edge_attr=edge_weight.log1p().view(-1, 1))
 
 
 class SAGEAdapterConv(SAGEConv):

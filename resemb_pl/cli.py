@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,29 @@ class ResembCLI(LightningCLI):
             self.trainer.callbacks.append(ParquetPredictionWriter(self.datamodule.hparams.output))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a message is emitted."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _show_package_logs() -> None:
+    """Print the package's info messages (cache reuse, dropped users, ...) on stderr."""
+    logger = logging.getLogger("resemb_pl")
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("resemb_pl: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def _one_line(err: Exception) -> str:
     """The first line of an error, with the first cause jsonargparse lists under ``Errors:``."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
@@ -119,6 +143,7 @@ def main(args: list[str] | None = None) -> None:
     """
     # Parsing errors raise instead of printing the usage; each parser gets its own dict, which
     # LightningCLI fills in.
+    _show_package_logs()
     no_exit = {sub: {"exit_on_error": False} for sub in ResembCLI.subcommands()}
     preemption = PreemptionCheckpoint()
     try:

@@ -409,7 +409,9 @@ class CTRDataModule(LightningDataModule):
         with _file_lock(root / f".{key}.lock"):
             if file.exists():
                 try:
-                    return _read_npz(file)
+                    arrays = _read_npz(file)
+                    log.info("reusing processed data from %s", file)
+                    return arrays
                 except DataError as err:
                     log.warning("%s; rebuilding it", err)
             arrays = self.process()

@@ -108,7 +108,7 @@ class EmbeddingMonitor(Callback):
         stats = embedding_stats(pl_module, trainer.datamodule,
                                 top_items(trainer.datamodule, self.radius_items))
         for key in ("r_max", "r_mean", "r_ratio", "res_ratio"):
-            if key in stats:
+            if key in stats and not np.isnan(stats[key]):  # NaN: no item has a known domain
                 pl_module.log(f"val/{key}", stats[key])
         n = self.projector_every_n_epochs
         if n and (trainer.current_epoch + 1) % n == 0:

@@ -119,12 +119,14 @@ def envelope_radius(embeddings: Tensor, domains: Tensor) -> dict[str, float]:
     ``z`` (items with ``domains == z``; ``z < 0`` is ignored) this gives :math:`R_z`.
 
     Returns:
-        ``r_max``: the largest domain radius; ``r_mean``: the mean domain radius;
+        All NaN when no item has a domain. Otherwise ``r_max``: the largest domain radius; ``r_mean``: the mean domain radius;
         ``r_all``: the radius of all items together; ``r_ratio``: ``r_mean / r_all``, the
         scale-free tightness that Theorem 1 says res-embedding shrinks.
     """
     keep = domains >= 0
     x, z = embeddings[keep].double(), domains[keep].long()
+    if z.numel() == 0:  # no item has a known domain (e.g. a data set without categories)
+        return dict.fromkeys(("r_max", "r_mean", "r_all", "r_ratio"), float("nan"))
     _, z = torch.unique(z, return_inverse=True)
     k = int(z.max()) + 1
     count = torch.zeros(k, dtype=torch.float64, device=x.device).scatter_add_(

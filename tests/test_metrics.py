@@ -63,3 +63,8 @@ def test_envelope_radius_hand_made():
     assert r["r_mean"] == pytest.approx(1.5)  # domain 0 radius 1
     assert r["r_all"] == pytest.approx(math.hypot(5.5, 1.0))  # centre (5.5, 1)
     assert r["r_ratio"] == pytest.approx(1.5 / math.hypot(5.5, 1.0))
+
+
+def test_envelope_radius_without_domains_is_nan():
+    r = envelope_radius(torch.randn(3, 2), torch.tensor([-1, -1, -1]))
+    assert all(math.isnan(v) for v in r.values())

@@ -447,6 +447,9 @@ def _write_npz_atomic(file: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared cache from others
         os.replace(tmp, file)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,5 +1,4 @@
 import importlib.util
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +6,6 @@ import pandas as pd
 import pytest
 import torch
 
-from resemb_pl.cli import main as cli_main
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import CheckpointError, DataError
 from resemb_pl.export import ItemTable, PortableCTR, export_model, item_table, load_task, nearest
@@ -19,27 +17,14 @@ QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Train the quickstart config on the tiny preset; copy only the checkpoint to ``alone/``."""
-    root = tmp_path_factory.mktemp("quickstart_export")
-    cache = str(root / "cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setattr("sys.argv", ["resemb-pl"])
-        cli_main(["fit", f"--config={QUICKSTART}", "--data.preset=tiny",
-                  f"--data.cache_dir={cache}", "--trainer.max_epochs=1",
-                  "--trainer.limit_train_batches=4", "--trainer.enable_progress_bar=false"])
-    alone = root / "alone"
-    alone.mkdir()
-    shutil.copy(root / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt",
-                alone / "model.ckpt")
-    dm = CTRDataModule(preset="tiny", cache_dir=cache)
-    return alone / "model.ckpt", dm
+def trained(quickstart_checkpoint):
+    q = quickstart_checkpoint
+    return q.ckpt, CTRDataModule(preset="tiny", cache_dir=q.cache)
 
 
-def test_exported_table_equals_model(trained, capsys):
+def test_exported_table_equals_model(trained, capsys, tmp_path):
     ckpt, dm = trained
-    out = ckpt.parent / "export"
+    out = tmp_path / "export"
     export_main(["embeddings", f"--ckpt_path={ckpt}", f"--out={out}"])
     assert "wrote 400 items" in capsys.readouterr().out
     table = ItemTable.load(out)

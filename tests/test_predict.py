@@ -1,5 +1,4 @@
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +18,9 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Train the quickstart config on the tiny preset; copy only the checkpoint to ``alone/``."""
-    root = tmp_path_factory.mktemp("quickstart")
-    cache = str(root / "cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setattr("sys.argv", ["resemb-pl"])
-        main(["fit", f"--config={QUICKSTART}", "--data.preset=tiny", f"--data.cache_dir={cache}",
-              "--trainer.max_epochs=1", "--trainer.limit_train_batches=4", *QUIET])
-    alone = root / "alone"
-    alone.mkdir()
-    shutil.copy(root / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt",
-                alone / "model.ckpt")
-    return root, alone, cache
+def trained(quickstart_checkpoint):
+    q = quickstart_checkpoint
+    return q.root, q.ckpt.parent, q.cache
 
 
 def _requests(dm: CTRDataModule) -> pd.DataFrame:

@@ -37,8 +37,8 @@ class DotAttentionConv(MessagePassing):
         return self.propagate(edge_index, x=x)
 
     # PyG's signature inspector needs typing.Optional here, not ``int | None``.
-    def message(  # noqa: UP045
-        self, x_i: Tensor, x_j: Tensor, index: Tensor, ptr: OptTensor, size_i: Optional[int]
+    def message(
+        self, x_i: Tensor, x_j: Tensor, index: Tensor, ptr: OptTensor, size_i: Optional[int]  # noqa: UP045
     ) -> Tensor:
         alpha = softmax((x_i * x_j).sum(-1), index, ptr, size_i)
         return alpha.unsqueeze(-1) * x_j

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from resemb_pl.nn.embedding import ItemEmbedding
-from resemb_pl.nn.layers import Activation, LocalActivationUnit, MLP
+from resemb_pl.nn.layers import MLP, Activation, LocalActivationUnit
 
 
 class CTRBackbone(nn.Module):

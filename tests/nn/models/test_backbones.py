@@ -7,7 +7,7 @@ from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, SAGEConv
 
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import CheckpointError
-from resemb_pl.nn import PlainEmbedding, ResEmbedding
+from resemb_pl.nn import PlainEmbedding
 from resemb_pl.nn.conv import (
     DotAttentionConv,
     GATAdapterConv,

@@ -17,12 +17,10 @@ Example::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import logging
 import math
-import os
 import shlex
 import sys
 import tempfile
@@ -43,6 +41,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch_geometric.data import Data
 
 import resemb_pl.nn.models as models
+from resemb_pl.atomic import atomic_open
 from resemb_pl.callbacks import EmbeddingMonitor, embedding_stats, top_items
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.data.graph import build_interest_graph
@@ -337,7 +336,8 @@ class Grid:
                     f"{self.csv} was produced with other settings ({', '.join(diff)}); "
                     "pass --fresh to start over or --out for another folder"
                 )
-        _write_atomic(self.settings_file, json.dumps(self.settings, indent=2, sort_keys=True))
+        with atomic_open(self.settings_file, "w") as fh:
+            fh.write(json.dumps(self.settings, indent=2, sort_keys=True))
 
     def rows(self) -> list[dict[str, str]]:
         """The finished cells' rows, as read back from the CSV."""
@@ -375,17 +375,10 @@ class Grid:
         rows = self.rows()
         rows.append({k: _plain(v) for k, v in row.items()})
         fields = list(dict.fromkeys(k for r in rows for k in r))
-        fd, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=".results-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fields)
-                writer.writeheader()
-                writer.writerows(rows)
-            os.replace(tmp, self.csv)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with atomic_open(self.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fields)
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def _plain(value: Any) -> Any:
@@ -399,13 +392,6 @@ def _duration(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 # -- tables ---------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +17,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch_geometric.data import Data
 
+from resemb_pl.atomic import atomic_open
 from resemb_pl.data.graph import build_interest_graph
 from resemb_pl.data.interactions import Interactions, check_ids, drop_short_users
 from resemb_pl.data.protocols import Samples, din_samples, movielens_samples
@@ -271,15 +271,14 @@ class CTRDataModule(LightningDataModule):
         }
 
     # -- loaders -----------------------------------------------------------------------------
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        batch_size = self.hparams.batch_size if name == "train" else self.hparams.eval_batch_size
+    def _eval_loader(self, name: str) -> DataLoader:
+        """An evaluation loader in sample order; each rank of a multi-process run gets a shard."""
         trainer, sampler = self.trainer, None
-        if not shuffle and trainer is not None and trainer.world_size > 1:
+        if trainer is not None and trainer.world_size > 1:
             sampler = ShardSampler(self.datasets[name], trainer.world_size, trainer.global_rank)
         return DataLoader(
             self.datasets[name],
-            batch_size=batch_size,
-            shuffle=shuffle,
+            batch_size=self.hparams.eval_batch_size,
             sampler=sampler,
             collate_fn=_collate,
             num_workers=self.hparams.num_workers,
@@ -300,13 +299,13 @@ class CTRDataModule(LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict" if "predict" in self.datasets else "test", shuffle=False)
+        return self._eval_loader("predict" if "predict" in self.datasets else "test")
 
     # -- processing and cache ----------------------------------------------------------------
     def read_interactions(self) -> Interactions:
@@ -442,19 +441,8 @@ def _file_lock(path: Path):
 
 
 def _write_npz_atomic(file: Path, arrays: dict[str, np.ndarray]) -> None:
-    arrays = {**arrays, "cache_version": np.int64(CACHE_VERSION)}
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide a shared cache from others
-        os.replace(tmp, file)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(file) as fh:
+        np.savez(fh, **arrays, cache_version=np.int64(CACHE_VERSION))
 
 
 def _read_npz(file: Path) -> dict[str, np.ndarray]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from resemb_pl.atomic import atomic_open
 from resemb_pl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -104,29 +103,25 @@ def download(
             return target
         log.warning("%s exists but its md5 is wrong: downloading it again", target)
 
-    fd, partial = tempfile.mkstemp(dir=root, prefix=f".{target.name}.", suffix=".part")
-    partial = Path(partial)
     hint = "download it by hand and pass its path"
     try:
         digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        # A failed or mismatching download leaves neither a partial file nor a replaced target.
+        with atomic_open(target) as out, urllib.request.urlopen(url, timeout=timeout) as response:
             while chunk := response.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
-        actual = digest.hexdigest()
-        if md5 is not None and actual != md5.lower():
-            raise DataError(f"{target}: md5 mismatch for {url}: expected {md5}, got {actual}")
+            actual = digest.hexdigest()
+            if md5 is not None and actual != md5.lower():
+                raise DataError(f"{target}: md5 mismatch for {url}: expected {md5}, got {actual}")
         if md5 is None:
             log.warning("%s: no known checksum, download unverified (md5 %s)", target, actual)
-        os.replace(partial, target)
     except urllib.error.HTTPError as exc:
         raise DataError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; {hint}") from exc
     except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         reason = " ".join(str(reason).split()) or type(exc).__name__
         raise DataError(f"cannot download {url}: no network ({reason}); {hint}") from exc
-    finally:
-        partial.unlink(missing_ok=True)
     return target
 
 

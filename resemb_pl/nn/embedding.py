@@ -55,12 +55,17 @@ class ItemEmbedding(nn.Module):
         return next(self.parameters()).device
 
 
+def _batch_rows(ids: Tensor) -> Tensor:
+    """The distinct item ids of a batch, padding excluded."""
+    rows = torch.unique(ids)
+    return rows[rows > 0]
+
+
 def _l2(table: nn.Embedding, ids: Tensor, mode: L2Mode) -> Tensor:
     """Mean squared row norm over the distinct rows of the batch (``batch``) or the table."""
     if mode == "table":
         return table.weight[1:].pow(2).sum(-1).mean()
-    rows = torch.unique(ids)
-    rows = rows[rows > 0]
+    rows = _batch_rows(ids)
     return table(rows).pow(2).sum(-1).mean() if rows.numel() else table.weight.new_zeros(())
 
 
@@ -156,8 +161,7 @@ class PlainEmbedding(ItemEmbedding):
         if self.l2 == 0:
             return super().regularization(ids)
         if self.l2_mode == "mba":
-            rows = torch.unique(ids)
-            rows = rows[rows > 0]
+            rows = _batch_rows(ids)
             return self.l2 * (self.table(rows).pow(2).sum(-1) / self.item_count[rows]).sum()
         return self.l2 * _l2(self.table, ids, self.l2_mode)
 

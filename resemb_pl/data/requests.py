@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
+from resemb_pl.checkpoint import load_checkpoint
 from resemb_pl.data.protocols import Samples
 from resemb_pl.errors import CheckpointError, DataError
 
@@ -36,12 +36,7 @@ def checkpoint_vocabulary(path: str | Path) -> dict[str, np.ndarray]:
         ``category_vocab`` and ``max_len`` (the training history length, if known).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets one line
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
+    ckpt = load_checkpoint(path)
     vocab = ckpt.get("resemb_vocab")
     category = ckpt.get("state_dict", {}).get("item_category")
     if vocab is None or category is None:

@@ -19,6 +19,7 @@ from resemb_pl.factory import as_factory, describe
 from resemb_pl.metrics import GroupAUC, LogLoss
 from resemb_pl.nn.embedding import ItemEmbedding, PlainEmbedding
 from resemb_pl.nn.models import DIN
+from resemb_pl.optim import RowAdam
 
 EmbeddingFactory = Callable[[int, int], ItemEmbedding]
 BackboneFactory = Callable[[ItemEmbedding, int], nn.Module]
@@ -97,8 +98,9 @@ class CTRTask(LightningModule):
         optimizer: Optimizer factory.
         lr_scheduler: Optional scheduler factory (stepped per epoch).
         sparse_embeddings: Give the item tables sparse gradients and update them with
-            :class:`torch.optim.SparseAdam` (lr and betas taken from ``optimizer``; no weight
-            decay), so a step touches only the batch's rows; ``optimizer`` updates the rest.
+            :class:`resemb_pl.optim.RowAdam` (SparseAdam's update, on the touched rows only; lr,
+            betas and eps taken from ``optimizer``; no weight decay), so a step touches only
+            the batch's rows; ``optimizer`` updates the rest.
             Needs batch-local propagation and ``l2_mode="batch"``.
 
     Example::
@@ -180,8 +182,7 @@ class CTRTask(LightningModule):
             dense = self.optimizer([p for p in self.parameters() if id(p) not in ids])
             keys = ("lr", "betas", "eps")
             optimizer = SparseDenseOptimizer(
-                torch.optim.SparseAdam(sparse, **{k: dense.defaults[k] for k in keys
-                                                  if k in dense.defaults}),
+                RowAdam(sparse, **{k: dense.defaults[k] for k in keys if k in dense.defaults}),
                 dense,
             )
         else:

@@ -253,6 +253,10 @@ class ResEmbedding(ItemEmbedding):
         self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))
         self.register_buffer("edge_weight", torch.zeros(0))
         self.register_buffer("rowptr", torch.zeros(num_items + 2, dtype=torch.long))
+        # Scratch space of batch-local propagation (item -> subgraph position), made on first use.
+        self.register_buffer("_position", torch.zeros(0, dtype=torch.long), persistent=False)
+        # The residual rows the last training forward read, reused by the regulariser.
+        self._batch_residual: tuple[Tensor, Tensor] | None = None
 
     # -- graph -------------------------------------------------------------------------------
     def set_graph(self, data: Data) -> None:
@@ -288,8 +292,12 @@ class ResEmbedding(ItemEmbedding):
     # -- forward -----------------------------------------------------------------------------
     def forward(self, ids: Tensor) -> Tensor:
         if self._use_local(ids):
+            # Distinct rows only: each table is read (and, sparse, gets a gradient) once per row.
             rows, inverse = torch.unique(ids, return_inverse=True)
-            return self.central(rows)[inverse] + self.residual(ids)
+            residual = self.residual(rows)
+            if torch.is_grad_enabled():
+                self._batch_residual = (rows, residual)
+            return (self.central(rows) + residual)[inverse]
         return self.central_table()[ids] + self.residual(ids)
 
     def central_table(self) -> Tensor:
@@ -309,13 +317,19 @@ class ResEmbedding(ItemEmbedding):
         for _ in range(len(self.convs)):
             e = self._in_edges(targets)
             edges.append(e)
-            targets = torch.unique(torch.cat([targets, self.edge_index[0, e]]))
+            targets = torch.unique(torch.cat([targets, self.edge_index[0].index_select(0, e)]))
         # One hop's edges are already distinct and sorted (CSR ranges of sorted rows).
         e = edges[0] if len(edges) == 1 else torch.unique(torch.cat(edges))
         nodes = targets  # every node that appears, sorted
-        sub = torch.searchsorted(nodes, self.edge_index[:, e])
-        x = self._propagate(self.basis(nodes), sub, self.edge_weight[e])
-        return x[torch.searchsorted(nodes, rows)]
+        # Relabel to subgraph positions through a table-sized map: a gather per edge instead of
+        # a binary search. Only the entries of ``nodes`` are written, so the map is never reset.
+        if self._position.numel() != self.num_items + 1:
+            self._position = torch.zeros(self.num_items + 1, dtype=torch.long, device=rows.device)
+        position = self._position
+        position[nodes] = torch.arange(nodes.numel(), device=nodes.device)
+        sub = position[self.edge_index.index_select(1, e)]
+        x = self._propagate(self.basis(nodes), sub, self.edge_weight.index_select(0, e))
+        return x[position[rows]]
 
     def _in_edges(self, targets: Tensor) -> Tensor:
         start, stop = self.rowptr[targets], self.rowptr[targets + 1]
@@ -346,4 +360,14 @@ class ResEmbedding(ItemEmbedding):
         """``residual_l2`` times the mean squared norm of the residual rows (eq. 9)."""
         if self.residual_l2 == 0:
             return super().regularization(ids)
+        cached, self._batch_residual = self._batch_residual, None
+        if self.l2_mode == "batch" and cached is not None and torch.is_grad_enabled():
+            # The forward pass of these ids already read their residual rows: penalise that
+            # lookup, so the table is read, and its sparse gradient built, once per step.
+            rows, residual = cached
+            keep = rows > 0
+            if torch.equal(rows[keep], _batch_rows(ids)):
+                if not bool(keep.any()):
+                    return residual.new_zeros(())
+                return self.residual_l2 * residual[keep].pow(2).sum(-1).mean()
         return self.residual_l2 * _l2(self.residual, ids, self.l2_mode)

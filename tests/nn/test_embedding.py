@@ -60,6 +60,42 @@ def test_regularization():
     assert PlainEmbedding(6, 2).regularization(torch.tensor([1])).item() == 0.0
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_regularization_after_forward_reuses_the_lookup_with_the_same_gradients(sparse):
+    torch.manual_seed(0)
+    ref = ResEmbedding(6, 3, residual_l2=0.5, propagation="local")
+    emb = ResEmbedding(6, 3, residual_l2=0.5, propagation="local")
+    emb.load_state_dict(ref.state_dict())
+    for e in (ref, emb):
+        e.set_graph(graph())
+        with torch.no_grad():
+            e.residual.weight[1:] = torch.arange(18.0).view(6, 3) / 10
+        if sparse:
+            e.use_sparse_gradients()
+    ids = torch.tensor([[2, 5, 5], [1, 0, 4]])
+    # ref: the regulariser looks the rows up itself
+    loss_ref = ref(ids).sum()
+    ref._batch_residual = None
+    loss_ref = loss_ref + ref.regularization(ids)
+    loss = emb(ids).sum() + emb.regularization(ids)
+    assert emb._batch_residual is None  # used once, then dropped
+    rows = torch.tensor([1, 2, 4, 5])
+    want = 0.5 * (torch.arange(18.0).view(6, 3)[rows - 1] / 10).pow(2).sum(-1).mean()
+    assert loss.item() == pytest.approx(loss_ref.item())
+    assert emb.regularization(ids).item() == pytest.approx(want.item())  # no cache: looks up
+    loss_ref.backward()
+    loss.backward()
+    for name in ("basis", "residual"):
+        g, g_ref = getattr(emb, name).weight.grad, getattr(ref, name).weight.grad
+        if sparse:
+            g, g_ref = g.to_dense(), g_ref.to_dense()
+        assert torch.allclose(g, g_ref, atol=1e-6), name
+    # Other ids than the forward's: the cached rows are not used.
+    emb(ids)
+    assert emb.regularization(torch.tensor([3])).item() == pytest.approx(
+        0.5 * (torch.arange(6.0, 9.0) / 10).pow(2).sum().item())
+
+
 def test_graph_survives_a_state_dict_round_trip():
     emb = ResEmbedding(6, 4, conv=GCNNormConv)
     emb.set_graph(graph())

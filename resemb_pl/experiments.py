@@ -293,7 +293,10 @@ def fit_and_test(
         )
         trainer.fit(task, datamodule=dm)
         seconds = time.perf_counter() - start
-        (result,) = trainer.test(task, datamodule=dm, ckpt_path="best", verbose=False)
+        # A step budget can end training before its first validation: then there is no best
+        # checkpoint, and the final weights are tested.
+        best = "best" if ckpt.best_model_path else None
+        (result,) = trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False)
     row = {k: result[f"test/{k}"] for k in METRICS}
     row.update(embedding_stats(task, dm, top_items(dm, None)))
     if on_tested is not None:

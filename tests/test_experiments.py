@@ -110,6 +110,20 @@ def test_table3_resumes_without_retraining(tmp_path, monkeypatch, capsys):
     assert "embedding=att" in capsys.readouterr().out
 
 
+def test_step_budget_shorter_than_an_epoch_tests_the_final_weights(tmp_path):
+    # --max-steps can stop training before the first validation: no best checkpoint exists,
+    # and the run tests the weights it ended with instead of failing.
+    table3 = load_script("table3")
+    args = ["--data", DATA, "--preset", "tiny", "--cache-dir", str(tmp_path / "cache"),
+            "--epochs", "1", "--max-steps", "3", "--accelerator", "cpu",
+            "--out", str(tmp_path / "reports"), "--embeddings", "plain", "--seeds", "0"]
+    assert table3.main(args) == 0
+    with open(tmp_path / "reports" / "table3" / "synthetic_tiny" / "results.csv") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["steps"] == "3"
+    assert 0 < float(row["auc"]) < 1
+
+
 def test_table3_unknown_backbone_is_one_line(tmp_path, capsys):
     table3 = load_script("table3")
     assert table3.main(tiny_args(tmp_path, "--backbones", "din", "nope")) == 2

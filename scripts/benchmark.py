@@ -9,8 +9,10 @@ Parts:
 1. Training step time of DIN with the plain embedding and with res-embedding (AVG, GCN, ATT)
    at each catalogue size: batch 128, item popularity Zipf(1) (targets and history items),
    histories of 10 to 50 items, a random top-8 interest graph (8 in-neighbours per item, counts
-   1..10). Batches are drawn with numpy, not the full generator, so 10M items fit in memory.
-   Every embedding uses sparse gradients with ``SparseAdam`` (``CTRTask(sparse_embeddings=True)``)
+   1..10) whose neighbours are drawn by popularity, as co-clicks are (``--graph uniform``: from
+   the whole catalogue, the worst case for memory locality). Batches are drawn with numpy, not
+   the full generator, so 10M items fit in memory.
+   Every embedding uses sparse gradients with ``RowAdam`` (``CTRTask(sparse_embeddings=True)``)
    and res-embedding propagates batch-locally, so a step costs what the batch touches; Adam
    over a dense 10M x 18 table would cost the catalogue every step. A step is forward, loss,
    backward and the optimizer step. Plain and res steps alternate on the same batches and the
@@ -69,9 +71,8 @@ class ZipfItems:
         return self.rank_to_item[np.minimum(rank, len(self.cdf) - 1)]
 
 
-def make_batches(num_items: int, count: int, rng: np.random.Generator) -> list[dict]:
-    """``count`` DIN batches of 128 samples, padded to their longest history."""
-    items = ZipfItems(num_items, rng)
+def make_batches(items: ZipfItems, count: int, rng: np.random.Generator) -> list[dict]:
+    """``count`` DIN batches of 128 samples drawn from ``items``, padded to their longest history."""
     batches = []
     for _ in range(count):
         length = rng.integers(10, 51, BATCH)
@@ -88,10 +89,21 @@ def make_batches(num_items: int, count: int, rng: np.random.Generator) -> list[d
     return batches
 
 
-def random_graph(num_items: int, rng: np.random.Generator, k: int = 8) -> Data:
-    """A top-``k`` graph: every item gets ``k`` random in-neighbours with counts 1..10."""
+def random_graph(num_items: int, rng: np.random.Generator, k: int = 8,
+                 popularity: ZipfItems | None = None) -> Data:
+    """A top-``k`` graph: every item gets ``k`` random in-neighbours with counts 1..10.
+
+    With ``popularity`` the in-neighbours are drawn from it, as in a co-click graph (the items
+    clicked next to an item follow the click distribution, and top-k keeps the most frequent);
+    without, uniformly from the catalogue, which no interest graph does: the worst case for
+    the memory locality of the neighbours' rows.
+    """
     target = np.repeat(np.arange(1, num_items + 1), k)
-    source = rng.integers(1, num_items + 1, target.size)
+    if popularity is None:
+        source = rng.integers(1, num_items + 1, target.size)
+    else:
+        source = popularity.draw(target.shape)
+        source = np.where(source == target, source % num_items + 1, source)  # no self-loops
     weight = rng.integers(1, 11, target.size).astype(np.float32)
     edge_index = torch.from_numpy(np.stack([source, target]))
     return Data(edge_index=edge_index, edge_weight=torch.from_numpy(weight),
@@ -142,9 +154,11 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> list[dict]:
     rows = []
     for num_items in args.items:
         rng = np.random.default_rng(num_items)
+        popularity = ZipfItems(num_items, rng)
         batches = [{k: v.to(device) for k, v in b.items()}
-                   for b in make_batches(num_items, args.steps + args.warmup, rng)]
-        graph = random_graph(num_items, rng)
+                   for b in make_batches(popularity, args.steps + args.warmup, rng)]
+        graph = random_graph(num_items, rng,
+                             popularity=popularity if args.graph == "popular" else None)
         plain = make_task(num_items, PlainEmbedding, device)
         row = {"items": num_items}
         plain_times = []
@@ -233,6 +247,8 @@ def main() -> None:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="time steps by elapsed (wall) or process CPU time")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--graph", choices=["popular", "uniform"], default="popular",
+                        help="in-neighbours drawn by popularity (as co-clicks are) or uniformly")
     parser.add_argument("--quick", action="store_true",
                         help="63k and 368k items, 15 steps, the electronics preset only")
     args = parser.parse_args()
@@ -242,8 +258,8 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"DIN, batch {BATCH}, dim {DIM}, Zipf(1) items, histories 10-50, top-8 random graph; "
-          f"sparse gradients + SparseAdam for every embedding; median of {args.steps} steps, "
+          f"DIN, batch {BATCH}, dim {DIM}, Zipf(1) items, histories 10-50, top-8 {args.graph} "
+          f"graph; sparse gradients + RowAdam for every embedding; median of {args.steps} steps, "
           f"{args.clock} clock")
     print("columns: step time (ms), training samples/s, median over batches of res step time / "
           "plain step time on the same batch\n")

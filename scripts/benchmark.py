@@ -23,6 +23,12 @@ Parts:
 3. AUC plus GAUC (torchmetrics ``BinaryAUROC`` and :class:`resemb_pl.metrics.GroupAUC`) on
    385k random samples of 2 per user, as in the Electronics test set.
 4. Peak memory: the process's maximal resident set size, and CUDA's peak allocation on a GPU.
+
+Tables of millions of rows are read at random rows; with 4 KiB pages nearly every row read also
+misses the TLB, and more so the larger the table. PyTorch's CPU allocator backs large tensors
+with transparent huge pages when ``THP_MEM_ALLOC_ENABLE=1``; this script sets it unless the
+environment already does (``THP_MEM_ALLOC_ENABLE=0 python scripts/benchmark.py`` to compare).
+The same variable helps training on large catalogues on CPU.
 """
 
 from __future__ import annotations
@@ -30,22 +36,26 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import os
 import resource
 import statistics
 import time
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch_geometric.data import Data
-from torchmetrics.classification import BinaryAUROC
 
-from resemb_pl.data.graph import build_interest_graph
-from resemb_pl.data.synthetic import generate
-from resemb_pl.metrics import GroupAUC
-from resemb_pl.nn import PlainEmbedding, ResEmbedding
-from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv
-from resemb_pl.task import CTRTask
+# Read by the allocator once, at the first allocation: set before torch is imported.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch_geometric.data import Data  # noqa: E402
+from torchmetrics.classification import BinaryAUROC  # noqa: E402
+
+from resemb_pl.data.graph import build_interest_graph  # noqa: E402
+from resemb_pl.data.synthetic import generate  # noqa: E402
+from resemb_pl.metrics import GroupAUC  # noqa: E402
+from resemb_pl.nn import PlainEmbedding, ResEmbedding  # noqa: E402
+from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv  # noqa: E402
+from resemb_pl.task import CTRTask  # noqa: E402
 
 CONVS = {"AVG": MeanConv, "GCN": GCNNormConv, "ATT": DotAttentionConv}
 NUM_CATEGORIES = 1000
@@ -72,7 +82,7 @@ class ZipfItems:
 
 
 def make_batches(items: ZipfItems, count: int, rng: np.random.Generator) -> list[dict]:
-    """``count`` DIN batches of 128 samples drawn from ``items``, padded to their longest history."""
+    """``count`` DIN batches of 128 samples from ``items``, padded to their longest history."""
     batches = []
     for _ in range(count):
         length = rng.integers(10, 51, BATCH)
@@ -197,6 +207,19 @@ def print_step_row(row: dict, header: bool) -> None:
     print(" ".join(cells), flush=True)
 
 
+def print_scaling(rows: list[dict]) -> None:
+    """Each embedding's step time at every larger catalogue over its time at the smallest of at
+    least 1M items: the cost should follow the batch, not the catalogue."""
+    base = next((r for r in rows if r["items"] >= 1_000_000), None)
+    larger = [r for r in rows if base is not None and r["items"] > base["items"]]
+    if not larger:
+        return
+    print(f"\nstep time relative to {base['items']:,} items (same batch size and popularity):")
+    for row in larger:
+        ratios = ", ".join(f"{name} {row[name] / base[name]:.2f}x" for name in ["plain", *CONVS])
+        print(f"  {row['items']:,} items: {ratios}")
+
+
 def bench_graph(presets: list[str]) -> None:
     print(f"\n{'preset':>12} {'clicks':>11} {'graph s':>8} {'ns/click':>9}")
     for preset in presets:
@@ -260,10 +283,11 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"DIN, batch {BATCH}, dim {DIM}, Zipf(1) items, histories 10-50, top-8 {args.graph} "
           f"graph; sparse gradients + RowAdam for every embedding; median of {args.steps} steps, "
-          f"{args.clock} clock")
+          f"{args.clock} clock; THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}")
     print("columns: step time (ms), training samples/s, median over batches of res step time / "
           "plain step time on the same batch\n")
-    bench_steps(args, device)
+    rows = bench_steps(args, device)
+    print_scaling(rows)
     bench_graph(args.presets)
     bench_metrics(args.eval_samples, device)
     print(f"\npeak memory: maxrss {maxrss_gb():.2f} GB", end="")

@@ -293,7 +293,10 @@ class ResEmbedding(ItemEmbedding):
     def forward(self, ids: Tensor) -> Tensor:
         if self._use_local(ids):
             # Distinct rows only: each table is read (and, sparse, gets a gradient) once per row.
-            rows, inverse = torch.unique(ids, return_inverse=True)
+            rows = self._distinct(ids.reshape(-1))
+            position = self._position_map(ids.device)
+            position[rows] = torch.arange(rows.numel(), device=ids.device)
+            inverse = position[ids]
             residual = self.residual(rows)
             if torch.is_grad_enabled():
                 self._batch_residual = (rows, residual)
@@ -317,19 +320,37 @@ class ResEmbedding(ItemEmbedding):
         for _ in range(len(self.convs)):
             e = self._in_edges(targets)
             edges.append(e)
-            targets = torch.unique(torch.cat([targets, self.edge_index[0].index_select(0, e)]))
-        # One hop's edges are already distinct and sorted (CSR ranges of sorted rows).
+            targets = self._distinct(torch.cat([targets, self.edge_index[0].index_select(0, e)]))
+        # One hop's edges are already distinct (CSR ranges of distinct rows).
         e = edges[0] if len(edges) == 1 else torch.unique(torch.cat(edges))
         nodes = targets  # every node that appears, sorted
-        # Relabel to subgraph positions through a table-sized map: a gather per edge instead of
-        # a binary search. Only the entries of ``nodes`` are written, so the map is never reset.
-        if self._position.numel() != self.num_items + 1:
-            self._position = torch.zeros(self.num_items + 1, dtype=torch.long, device=rows.device)
-        position = self._position
+        # Relabel to subgraph positions through the map: a gather per edge instead of a search.
+        position = self._position_map(rows.device)
         position[nodes] = torch.arange(nodes.numel(), device=nodes.device)
         sub = position[self.edge_index.index_select(1, e)]
         x = self._propagate(self.basis(nodes), sub, self.edge_weight.index_select(0, e))
         return x[position[rows]]
+
+    def _position_map(self, device: torch.device) -> Tensor:
+        """Scratch space the size of the catalogue (item -> position), made on first use.
+
+        Callers write the entries of the items they use before reading them, so it is never
+        reset: a step touches only the batch's entries.
+        """
+        if self._position.numel() != self.num_items + 1:
+            self._position = torch.zeros(self.num_items + 1, dtype=torch.long, device=device)
+        return self._position
+
+    def _distinct(self, items: Tensor) -> Tensor:
+        """The distinct values of the 1-D ``items``, sorted (as ``torch.unique``).
+
+        Each item writes its index into the map and keeps itself if its write is the one that
+        stayed, so duplicates are dropped in one pass; only the distinct ones are then sorted.
+        """
+        position = self._position_map(items.device)
+        order = torch.arange(items.numel(), device=items.device)
+        position[items] = order
+        return items[position[items] == order].sort()[0]
 
     def _in_edges(self, targets: Tensor) -> Tensor:
         start, stop = self.rowptr[targets], self.rowptr[targets + 1]

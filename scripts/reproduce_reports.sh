@@ -33,8 +33,8 @@ fig5_budget() {  # longer, with a validation every quarter epoch, to show overfi
   case "$1" in
     synthetic_small) echo "--epochs 4" ;;
     movielens_100k) echo "--epochs 6" ;;
-    amazon_beauty) echo "--epochs 3 --limit-train-batches 0.5" ;;
-    amazon_sports) echo "--epochs 3 --limit-train-batches 0.35" ;;
+    amazon_beauty) echo "--epochs 2 --limit-train-batches 0.5" ;;
+    amazon_sports) echo "--epochs 2 --limit-train-batches 0.35" ;;
   esac
 }
 

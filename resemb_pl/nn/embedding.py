@@ -255,8 +255,8 @@ class ResEmbedding(ItemEmbedding):
         self.register_buffer("rowptr", torch.zeros(num_items + 2, dtype=torch.long))
         # Scratch space of batch-local propagation (item -> subgraph position), made on first use.
         self.register_buffer("_position", torch.zeros(0, dtype=torch.long), persistent=False)
-        # The residual rows the last training forward read, reused by the regulariser.
-        self._batch_residual: tuple[Tensor, Tensor] | None = None
+        # The ids of the last training forward and the residual rows it read, for the regulariser.
+        self._batch_residual: tuple[Tensor, Tensor, Tensor] | None = None
 
     # -- graph -------------------------------------------------------------------------------
     def set_graph(self, data: Data) -> None:
@@ -299,7 +299,7 @@ class ResEmbedding(ItemEmbedding):
             inverse = position[ids]
             residual = self.residual(rows)
             if torch.is_grad_enabled():
-                self._batch_residual = (rows, residual)
+                self._batch_residual = (ids, rows, residual)
             return (self.central(rows) + residual)[inverse]
         return self.central_table()[ids] + self.residual(ids)
 
@@ -382,13 +382,13 @@ class ResEmbedding(ItemEmbedding):
         if self.residual_l2 == 0:
             return super().regularization(ids)
         cached, self._batch_residual = self._batch_residual, None
-        if self.l2_mode == "batch" and cached is not None and torch.is_grad_enabled():
-            # The forward pass of these ids already read their residual rows: penalise that
-            # lookup, so the table is read, and its sparse gradient built, once per step.
-            rows, residual = cached
+        if (self.l2_mode == "batch" and cached is not None and torch.is_grad_enabled()
+                and torch.equal(cached[0], ids)):
+            # The forward pass of these ids already read their distinct residual rows: penalise
+            # that lookup, so the table is read, and its sparse gradient built, once per step.
+            _, rows, residual = cached
             keep = rows > 0
-            if torch.equal(rows[keep], _batch_rows(ids)):
-                if not bool(keep.any()):
-                    return residual.new_zeros(())
-                return self.residual_l2 * residual[keep].pow(2).sum(-1).mean()
+            if not bool(keep.any()):
+                return residual.new_zeros(())
+            return self.residual_l2 * residual[keep].pow(2).sum(-1).mean()
         return self.residual_l2 * _l2(self.residual, ids, self.l2_mode)

@@ -9,6 +9,14 @@ from torch import Tensor
 from torch.optim._functional import sparse_adam
 
 
+def closure_loss(closure: Callable[[], Tensor] | None) -> Tensor | None:
+    """Run an optimizer's ``closure`` with gradients on (steps run under ``no_grad``)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def touched_rows(grad: Tensor) -> tuple[Tensor, Tensor]:
     """The distinct rows of a sparse row gradient and their summed values.
 
@@ -52,10 +60,7 @@ class RowAdam(torch.optim.SparseAdam):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, eps = float(group["lr"]), group["eps"]

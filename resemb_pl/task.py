@@ -19,7 +19,7 @@ from resemb_pl.factory import as_factory, describe
 from resemb_pl.metrics import GroupAUC, LogLoss
 from resemb_pl.nn.embedding import ItemEmbedding, PlainEmbedding
 from resemb_pl.nn.models import DIN
-from resemb_pl.optim import RowAdam
+from resemb_pl.optim import RowAdam, closure_loss
 
 EmbeddingFactory = Callable[[int, int], ItemEmbedding]
 BackboneFactory = Callable[[ItemEmbedding, int], nn.Module]
@@ -65,10 +65,7 @@ class SparseDenseOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for optimizer in self.optimizers:
             optimizer.step()
         return loss

@@ -73,4 +73,8 @@ run_grid() {  # run_grid EXPERIMENT DATASET SCRIPT ARGS...
 }
 export -f run_grid
 
+for d in $DATASETS; do  # budget() runs inside $(...) below, where its exit would not stop us
+  budget "$d" >/dev/null || exit 2
+done
+
 grids | xargs -P "$JOBS" -L 1 bash -c 'run_grid "$@"' _

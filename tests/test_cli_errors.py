@@ -121,46 +121,23 @@ def test_missing_column(tmp_path, table):
                           "missing column")
 
 
-def test_wrong_dtype(tmp_path, table):
-    frame = events().astype({"timestamp": object})
-    frame.loc[3, "timestamp"] = "yesterday"
-    assert_one_line_error(run(tmp_path, *interactions_args(table(frame))), "'timestamp'",
-                          "not numeric", "row 3")
-
-
-def test_negative_id(tmp_path, table):
-    frame = events()
-    frame.loc[5, "user_id"] = -1
-    assert_one_line_error(run(tmp_path, *interactions_args(table(frame))), "'user_id'",
-                          "negative id", "row 5")
-
-
-def test_non_integer_id(tmp_path, table):
-    frame = events().astype({"item_id": float})
-    frame.loc[2, "item_id"] = 2.5
-    assert_one_line_error(run(tmp_path, *interactions_args(table(frame))), "'item_id'",
-                          "non-integer id 2.5", "row 2")
-
-
-def test_nan_rating(tmp_path, table):
-    frame = events()
-    frame.loc[4, "rating"] = np.nan
-    assert_one_line_error(run(tmp_path, *interactions_args(table(frame))), "'rating'", "NaN",
-                          "row 4")
-
-
-def test_out_of_range_rating(tmp_path, table):
-    frame = events()
-    frame.loc[7, "rating"] = -3.0
-    assert_one_line_error(run(tmp_path, *interactions_args(table(frame))), "'rating'",
-                          "out of range", "row 7")
-
-
-def test_out_of_range_timestamp(tmp_path, table):
-    frame = events()
-    frame.loc[1, "timestamp"] = -5
-    assert_one_line_error(run(tmp_path, *interactions_args(table(frame))), "'timestamp'",
-                          "out of range", "row 1")
+@pytest.mark.parametrize(
+    ("column", "dtype", "row", "value", "fragments"),
+    [
+        ("timestamp", object, 3, "yesterday", ("'timestamp'", "not numeric", "row 3")),
+        ("user_id", None, 5, -1, ("'user_id'", "negative id", "row 5")),
+        ("item_id", float, 2, 2.5, ("'item_id'", "non-integer id 2.5", "row 2")),
+        ("rating", None, 4, np.nan, ("'rating'", "NaN", "row 4")),
+        ("rating", None, 7, -3.0, ("'rating'", "out of range", "row 7")),
+        ("timestamp", None, 1, -5, ("'timestamp'", "out of range", "row 1")),
+    ],
+    ids=["wrong_dtype", "negative_id", "non_integer_id", "nan_rating", "out_of_range_rating",
+         "out_of_range_timestamp"],
+)
+def test_bad_value_names_column_and_row(tmp_path, table, column, dtype, row, value, fragments):
+    frame = events() if dtype is None else events().astype({column: dtype})
+    frame.loc[row, column] = value
+    assert_one_line_error(run(tmp_path, *interactions_args(table(frame))), *fragments)
 
 
 def test_empty_after_filtering(tmp_path, table):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -244,6 +245,9 @@ class ResEmbedding(ItemEmbedding):
         self._takes_weight = [
             "edge_weight" in inspect.signature(c.forward).parameters for c in self.convs
         ]
+        # Layers that implement PyG's message_and_aggregate (``fuse``) get the graph as a CSR
+        # adjacency, which the graph's CSR order gives for free; the others get edge_index.
+        self._csr = all(getattr(c, "fuse", False) for c in self.convs)
         exact = all(type(c).__name__ in _SUBGRAPH_EXACT for c in self.convs)
         if propagation == "local" and not exact:
             names = sorted({type(c).__name__ for c in self.convs} - _SUBGRAPH_EXACT)
@@ -293,43 +297,82 @@ class ResEmbedding(ItemEmbedding):
     def forward(self, ids: Tensor) -> Tensor:
         if self._use_local(ids):
             # Distinct rows only: each table is read (and, sparse, gets a gradient) once per row.
-            rows = self._distinct(ids.reshape(-1))
-            position = self._position_map(ids.device)
-            position[rows] = torch.arange(rows.numel(), device=ids.device)
-            inverse = position[ids]
+            flat = ids.reshape(-1)
+            rows = self._distinct(flat)  # the position map now sends rows[k] to k
+            inverse = self._position.index_select(0, flat)
             residual = self.residual(rows)
             if torch.is_grad_enabled():
                 self._batch_residual = (ids, rows, residual)
-            return (self.central(rows) + residual)[inverse]
+            out = (self._central(rows) + residual).index_select(0, inverse)
+            return out.view(*ids.shape, self.embedding_dim)
         return self.central_table()[ids] + self.residual(ids)
 
     def central_table(self) -> Tensor:
         """The central embedding ``W·Cb`` of every item by full-graph propagation."""
-        return self._propagate(self.basis.weight, self.edge_index, self.edge_weight)
+        return self._propagate(self.basis.weight, self.edge_index, self.edge_weight, self.rowptr)
 
-    def _propagate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor) -> Tensor:
+    def _propagate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor,
+                   rowptr: Tensor) -> Tensor:
+        """Run the layers on a graph whose edges are sorted by target with row pointer
+        ``rowptr`` (one entry per node of ``x``, plus one). With CSR layers ``edge_index`` may
+        hold the sources only."""
+        if self._csr:
+            col = edge_index if edge_index.dim() == 1 else edge_index[0]
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                adj_t = torch.sparse_csr_tensor(rowptr, col, edge_weight, (x.size(0), x.size(0)))
+            for conv in self.convs:
+                x = conv(x, adj_t)
+            return x
         for conv, takes_weight in zip(self.convs, self._takes_weight, strict=True):
             kwargs = {"edge_weight": edge_weight} if takes_weight else {}
             x = conv(x, edge_index, **kwargs)
         return x
 
     def central(self, rows: Tensor) -> Tensor:
-        """The central embedding of the sorted distinct items ``rows``, on their subgraph."""
-        # Hop h needs the in-edges of every node within h of ``rows``, for h < num_layers.
-        targets, edges = rows, []
-        for _ in range(len(self.convs)):
-            e = self._in_edges(targets)
-            edges.append(e)
-            targets = self._distinct(torch.cat([targets, self.edge_index[0].index_select(0, e)]))
-        # One hop's edges are already distinct (CSR ranges of distinct rows).
-        e = edges[0] if len(edges) == 1 else torch.unique(torch.cat(edges))
-        nodes = targets  # every node that appears, sorted
-        # Relabel to subgraph positions through the map: a gather per edge instead of a search.
+        """The central embedding of the distinct items ``rows``, on their subgraph."""
         position = self._position_map(rows.device)
-        position[nodes] = torch.arange(nodes.numel(), device=nodes.device)
-        sub = position[self.edge_index.index_select(1, e)]
-        x = self._propagate(self.basis(nodes), sub, self.edge_weight.index_select(0, e))
-        return x[position[rows]]
+        position.scatter_(0, rows, torch.arange(rows.numel(), device=rows.device))
+        return self._central(rows)
+
+    def _central(self, rows: Tensor) -> Tensor:
+        """:meth:`central`, once the position map sends ``rows[k]`` to ``k``.
+
+        The subgraph holds the in-edges of every node within ``num_layers - 1`` hops of
+        ``rows``. Its nodes are numbered ``rows`` first, then each hop's new neighbours, so the
+        targets of every hop's edges are a range of positions, the edges are in CSR order, and
+        the answer is the first ``len(rows)`` rows of the propagation: nothing is sorted or
+        searched.
+        """
+        if rows.numel() == 0:
+            return self.basis.weight.new_zeros(0, self.embedding_dim)
+        nodes, frontier, first = [rows], rows, 0
+        sources, targets, edges, counts = [], [], [], []
+        for hop in range(len(self.convs)):
+            e, count, slot = self._in_edges(frontier)
+            sources.append(self.edge_index[0].index_select(0, e))
+            targets.append(slot.add_(first))  # edges of frontier[k] target position first + k
+            edges.append(e)
+            counts.append(count)
+            first += frontier.numel()
+            if hop + 1 < len(self.convs):  # the next hop's targets: neighbours not seen yet
+                frontier = self._new_nodes(sources[-1], torch.cat(nodes), first)
+                nodes.append(frontier)
+        # The last hop's sources add the nodes that are only read; then every node has its
+        # position, and the sources are relabelled through the map.
+        nodes.append(self._new_nodes(sources[-1], torch.cat(nodes), first))
+        nodes = torch.cat(nodes)
+        e = edges[0] if len(edges) == 1 else torch.cat(edges)
+        source = sources[0] if len(sources) == 1 else torch.cat(sources)
+        sub = self._position.index_select(0, source)
+        if not self._csr:
+            sub = torch.stack([sub, targets[0] if len(targets) == 1 else torch.cat(targets)])
+        rowptr = torch.zeros(nodes.numel() + 1, dtype=torch.long, device=rows.device)
+        torch.cumsum(counts[0] if len(counts) == 1 else torch.cat(counts), 0,
+                     out=rowptr[1 : first + 1])
+        rowptr[first + 1 :] = rowptr[first]
+        x = self._propagate(self.basis(nodes), sub, self.edge_weight.index_select(0, e), rowptr)
+        return x[: rows.numel()]
 
     def _position_map(self, device: torch.device) -> Tensor:
         """Scratch space the size of the catalogue (item -> position), made on first use.
@@ -341,22 +384,43 @@ class ResEmbedding(ItemEmbedding):
             self._position = torch.zeros(self.num_items + 1, dtype=torch.long, device=device)
         return self._position
 
-    def _distinct(self, items: Tensor) -> Tensor:
-        """The distinct values of the 1-D ``items``, sorted (as ``torch.unique``).
+    def _distinct(self, items: Tensor, start: int = 0) -> Tensor:
+        """The distinct values of the 1-D ``items``, in no particular order; the position map
+        then sends the ``k``-th of them to ``start + k``.
 
         Each item writes its index into the map and keeps itself if its write is the one that
-        stayed, so duplicates are dropped in one pass; only the distinct ones are then sorted.
+        stayed, so duplicates are dropped in two passes over ``items``, without a sort.
         """
         position = self._position_map(items.device)
         order = torch.arange(items.numel(), device=items.device)
-        position[items] = order
-        return items[position[items] == order].sort()[0]
+        position.scatter_(0, items, order)
+        distinct = items.masked_select(position.index_select(0, items) == order)
+        position.scatter_(0, distinct, order[: distinct.numel()] + start)
+        return distinct
 
-    def _in_edges(self, targets: Tensor) -> Tensor:
-        start, stop = self.rowptr[targets], self.rowptr[targets + 1]
-        count = stop - start
-        offset = torch.repeat_interleave(start - (count.cumsum(0) - count), count)
-        return offset + torch.arange(int(count.sum()), device=targets.device)
+    def _new_nodes(self, items: Tensor, nodes: Tensor, start: int) -> Tensor:
+        """The distinct entries of ``items`` that are not among ``nodes`` (whose map entries
+        are ``0..len(nodes)-1``); the map then sends the ``k``-th of them to ``start + k``.
+
+        Every item writes a tentative position, ``nodes`` write theirs back over it, and the
+        items whose write stayed are the new ones, one per distinct value.
+        """
+        position = self._position
+        order = torch.arange(start, start + items.numel(), device=items.device)
+        position.scatter_(0, items, order)
+        position.scatter_(0, nodes, torch.arange(nodes.numel(), device=items.device))
+        new = items.masked_select(position.index_select(0, items) == order)
+        position.scatter_(0, new, order[: new.numel()])
+        return new
+
+    def _in_edges(self, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The CSR ranges of ``targets`` concatenated: edge ids, the count per target, and the
+        index in ``targets`` of each edge's target."""
+        start = self.rowptr.index_select(0, targets)
+        count = self.rowptr[1:].index_select(0, targets) - start
+        slot = torch.repeat_interleave(count)
+        offset = (start - (count.cumsum(0) - count)).index_select(0, slot)
+        return offset.add_(torch.arange(slot.numel(), device=targets.device)), count, slot
 
     def use_sparse_gradients(self) -> list[nn.Parameter]:
         """As :meth:`ItemEmbedding.use_sparse_gradients`; training then propagates locally."""

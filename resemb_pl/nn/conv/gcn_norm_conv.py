@@ -2,8 +2,10 @@ from torch import Tensor
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor
+from torch_geometric.utils import is_torch_sparse_tensor
 
 from resemb_pl.nn.conv.mean_conv import _check_width
+from resemb_pl.nn.conv.spmm import spmm
 
 
 class GCNNormConv(MessagePassing):
@@ -25,7 +27,8 @@ class GCNNormConv(MessagePassing):
 
     Shapes:
         - **input:** ``x`` :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)`,
-          ``edge_weight`` :math:`(|E|)` *(optional)*
+          ``edge_weight`` :math:`(|E|)` *(optional)*; or ``edge_index`` a sparse adjacency
+          :math:`(|V|, |V|)` (targets by sources) whose values are the weights
         - **output:** :math:`(|V|, F)`
     """
 
@@ -48,9 +51,13 @@ class GCNNormConv(MessagePassing):
     def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
         if self.normalize:
             edge_index, edge_weight = self.normalize_graph(edge_index, edge_weight, x.size(0))
-        elif edge_weight is None:
+        # A sparse adjacency carries the weights as its values.
+        elif edge_weight is None and not is_torch_sparse_tensor(edge_index):
             raise ValueError("'GCNNormConv(normalize=False)' needs the normalised edge_weight")
         return self.propagate(edge_index, x=x, edge_weight=edge_weight)
 
     def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
         return edge_weight.view(-1, 1) * x_j
+
+    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:
+        return spmm(adj_t, x, reduce="sum")

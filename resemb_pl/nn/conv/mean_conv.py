@@ -3,6 +3,8 @@ from torch import Tensor
 from torch_geometric.nn import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 
+from resemb_pl.nn.conv.spmm import spmm
+
 
 class MeanConv(MessagePassing):
     r"""Averages the basis vectors of each item's graph neighbours (the paper's AVG, eq. 6).
@@ -18,7 +20,8 @@ class MeanConv(MessagePassing):
         out_channels: Must equal ``in_channels``; kept for the factory contract.
 
     Shapes:
-        - **input:** ``x`` :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)`
+        - **input:** ``x`` :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)` or a sparse
+          adjacency :math:`(|V|, |V|)` (targets by sources)
         - **output:** :math:`(|V|, F)`
     """
 
@@ -30,6 +33,9 @@ class MeanConv(MessagePassing):
 
     def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
         return self.propagate(edge_index, x=x)
+
+    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:
+        return spmm(adj_t, x, reduce="mean", weighted=False)
 
 
 def _check_width(module: torch.nn.Module, in_channels: int, out_channels: int) -> None:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
 from resemb_pl.checkpoint import check_compatible
-from resemb_pl.errors import CheckpointError
+from resemb_pl.errors import CheckpointError, ConfigError
 from resemb_pl.factory import as_factory, describe
 from resemb_pl.metrics import GroupAUC, LogLoss
 from resemb_pl.nn.embedding import ItemEmbedding, PlainEmbedding
@@ -99,6 +99,9 @@ class CTRTask(LightningModule):
             betas and eps taken from ``optimizer``; no weight decay), so a step touches only
             the batch's rows; ``optimizer`` updates the rest.
             Needs batch-local propagation and ``l2_mode="batch"``.
+        fused_sparse_step: With ``sparse_embeddings``, compile RowAdam's row update into one
+            pass (``RowAdam(fused=True)``): about half the optimizer time on a CPU, after a
+            first step that compiles (tens of seconds, once per process).
 
     Example::
 
@@ -116,6 +119,7 @@ class CTRTask(LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         sparse_embeddings: bool = False,
+        fused_sparse_step: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -126,6 +130,9 @@ class CTRTask(LightningModule):
         self.model = as_factory(backbone)(
             as_factory(embedding)(num_items, embedding_dim), num_categories
         )
+        if fused_sparse_step and not sparse_embeddings:
+            raise ConfigError("fused_sparse_step: fuses the step of sparse embeddings; set "
+                              "sparse_embeddings=true too")
         if sparse_embeddings:
             self.embedding.use_sparse_gradients()
         self.metrics = nn.ModuleDict(
@@ -179,7 +186,8 @@ class CTRTask(LightningModule):
             dense = self.optimizer([p for p in self.parameters() if id(p) not in ids])
             keys = ("lr", "betas", "eps")
             optimizer = SparseDenseOptimizer(
-                RowAdam(sparse, **{k: dense.defaults[k] for k in keys if k in dense.defaults}),
+                RowAdam(sparse, **{k: dense.defaults[k] for k in keys if k in dense.defaults},
+                        fused=self.hparams.get("fused_sparse_step", False)),
                 dense,
             )
         else:

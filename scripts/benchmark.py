@@ -120,10 +120,10 @@ def random_graph(num_items: int, rng: np.random.Generator, k: int = 8,
                 num_nodes=num_items + 1)
 
 
-def make_task(num_items: int, embedding, device: torch.device) -> CTRTask:
+def make_task(num_items: int, embedding, device: torch.device, fused: bool) -> CTRTask:
     torch.manual_seed(0)
     task = CTRTask(num_items, NUM_CATEGORIES, DIM, embedding=embedding, sparse_embeddings=True,
-                   optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
+                   fused_sparse_step=fused, optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
     return task.to(device)
 
 
@@ -169,11 +169,12 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> list[dict]:
                    for b in make_batches(popularity, args.steps + args.warmup, rng)]
         graph = random_graph(num_items, rng,
                              popularity=popularity if args.graph == "popular" else None)
-        plain = make_task(num_items, PlainEmbedding, device)
+        plain = make_task(num_items, PlainEmbedding, device, args.fused)
         row = {"items": num_items}
         plain_times = []
         for name, conv in CONVS.items():
-            res = make_task(num_items, functools.partial(ResEmbedding, conv=conv), device)
+            res = make_task(num_items, functools.partial(ResEmbedding, conv=conv), device,
+                            args.fused)
             start = time.perf_counter()
             res.embedding.set_graph(graph)
             row["set_graph"] = time.perf_counter() - start
@@ -272,6 +273,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--graph", choices=["popular", "uniform"], default="popular",
                         help="in-neighbours drawn by popularity (as co-clicks are) or uniformly")
+    parser.add_argument("--fused", action="store_true",
+                        help="compile RowAdam's row update (CTRTask(fused_sparse_step=True)); "
+                        "the first step of each table compiles")
     parser.add_argument("--quick", action="store_true",
                         help="63k and 368k items, 15 steps, the electronics preset only")
     args = parser.parse_args()
@@ -282,7 +286,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"DIN, batch {BATCH}, dim {DIM}, Zipf(1) items, histories 10-50, top-8 {args.graph} "
-          f"graph; sparse gradients + RowAdam for every embedding; median of {args.steps} steps, "
+          f"graph; sparse gradients + RowAdam{' (fused)' if args.fused else ''} for every "
+          f"embedding; median of {args.steps} steps, "
           f"{args.clock} clock; THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}")
     print("columns: step time (ms), training samples/s, median over batches of res step time / "
           "plain step time on the same batch\n")

@@ -17,6 +17,20 @@ def test_touched_rows_sums_duplicates_and_keeps_sorted_distinct_rows():
     assert rows.tolist() == [2, 5] and values.tolist() == [[1.0, 1.0], [2.0, 2.0]]
 
 
+def test_touched_rows_with_scratch_sums_duplicates_without_sorting():
+    scratch = torch.full((10,), 7, dtype=torch.int32)  # stale contents must not matter
+    rows, values = touched_rows(_grad([4, 1, 4, 7, 1], [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0],
+                                                        [7.0, 8.0], [0.5, 0.5]]), scratch)
+    assert sorted(rows.tolist()) == [1, 4, 7]
+    summed = dict(zip(rows.tolist(), values.tolist(), strict=True))
+    assert summed == {1: [3.5, 4.5], 4: [6.0, 8.0], 7: [7.0, 8.0]}
+    # Distinct rows in any order are taken as they are: no copy, no reordering.
+    grad = _grad([9, 2, 5], [[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    rows, values = touched_rows(grad, scratch)
+    assert rows.tolist() == [9, 2, 5]
+    assert values.data_ptr() == grad._values().data_ptr()
+
+
 @pytest.mark.parametrize("maximize", [False, True])
 def test_row_adam_equals_sparse_adam(maximize):
     gen = torch.Generator().manual_seed(0)
@@ -54,3 +68,20 @@ def test_row_adam_untouched_rows_and_errors():
     p.grad = torch.ones(5, 2)
     with pytest.raises(RuntimeError, match="does not support dense gradients"):
         opt.step()
+
+
+def test_fused_row_adam_equals_unfused():
+    # fused=True compiles the row update (torch.compile); the numbers must not change.
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(30, 4, generator=gen)
+    fused, plain = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    opts = [RowAdam([fused], lr=0.05, fused=True), RowAdam([plain], lr=0.05)]
+    for n in (12, 7, 12):  # row counts change from step to step
+        index = torch.randint(0, 30, (n,), generator=gen)
+        grad = torch.sparse_coo_tensor(index[None], torch.randn(n, 4, generator=gen), (30, 4))
+        fused.grad, plain.grad = grad.clone(), grad.clone()
+        for opt in opts:
+            opt.step()
+        assert torch.allclose(fused, plain, atol=1e-6)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.allclose(opts[0].state[fused][key], opts[1].state[plain][key], atol=1e-6)

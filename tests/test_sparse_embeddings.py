@@ -103,12 +103,15 @@ def test_sparse_refused_where_a_whole_table_is_read():
     with pytest.raises(ConfigError, match="need batch-local propagation, but propagation='full'"):
         CTRTask(10, 2, embedding=functools.partial(ResEmbedding, propagation="full"),
                 sparse_embeddings=True)
+    with pytest.raises(ConfigError, match="fused_sparse_step: .* set sparse_embeddings=true"):
+        CTRTask(10, 2, fused_sparse_step=True)
 
 
 def test_sparse_fit_with_trainer(tmp_path):
     dm = CTRDataModule(preset="tiny", cache_dir=str(tmp_path / "cache"), batch_size=32)
     task = CTRTask(dm.num_items, dm.num_categories, embedding_dim=6, sparse_embeddings=True,
-                   embedding=functools.partial(ResEmbedding, conv=GCNNormConv, propagation="auto"))
+                   embedding=functools.partial(ResEmbedding, conv=GCNNormConv, propagation="auto"),
+                   fused_sparse_step=True)
     trainer = Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=2, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, default_root_dir=tmp_path)
@@ -118,3 +121,4 @@ def test_sparse_fit_with_trainer(tmp_path):
     trainer.save_checkpoint(tmp_path / "last.ckpt")
     state = torch.load(tmp_path / "last.ckpt", weights_only=True)["optimizer_states"][0]
     assert state.keys() == {"sparse", "dense"}
+    assert task.optimizers().optimizer.optimizers[0].fused

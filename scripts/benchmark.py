@@ -18,7 +18,10 @@ Parts:
    backward and the optimizer step. Plain and res steps alternate on the same batches and the
    table reports medians; the ratio is the median over batches of the res step time over the
    plain step time on the same batch. ``--clock cpu`` times by process CPU time, for a machine
-   shared with other jobs.
+   shared with other jobs. Then the scaling line: each embedding at the smallest catalogue of
+   at least 1M items and at the largest, built side by side and stepping alternately (each on
+   its own catalogue's batches of the same size and popularity law); the median ratio of their
+   step times says whether the cost follows the batch or the catalogue.
 2. ``build_interest_graph`` on the ``electronics`` and ``books`` presets: seconds per click.
 3. AUC plus GAUC (torchmetrics ``BinaryAUROC`` and :class:`resemb_pl.metrics.GroupAUC`) on
    385k random samples of 2 per user, as in the Electronics test set.
@@ -142,17 +145,19 @@ def sync(device: torch.device) -> None:
 
 
 def time_pair(plain: CTRTask, res: CTRTask, batches: list[dict], warmup: int,
-              device: torch.device, clock) -> tuple[float, float, float]:
+              device: torch.device, clock,
+              res_batches: list[dict] | None = None) -> tuple[float, float, float]:
     """Median step times (s) of two tasks that alternate on every batch, and the median of the
-    per-batch ratios res / plain (robust to load that drifts during the run)."""
+    per-batch ratios res / plain (robust to load that drifts during the run). ``res_batches``
+    gives the second task batches of its own (another catalogue), paired by position."""
     tasks = (plain, res)
     optimizers = [t.configure_optimizers() for t in tasks]
     times: tuple[list[float], list[float]] = ([], [])
-    for i, batch in enumerate(batches):
+    for i, pair in enumerate(zip(batches, res_batches or batches, strict=True)):
         for j in (0, 1) if i % 2 == 0 else (1, 0):
             sync(device)
             start = clock()
-            train_step(tasks[j], optimizers[j], batch)
+            train_step(tasks[j], optimizers[j], pair[j])
             sync(device)
             if i >= warmup:
                 times[j].append(clock() - start)
@@ -208,17 +213,41 @@ def print_step_row(row: dict, header: bool) -> None:
     print(" ".join(cells), flush=True)
 
 
-def print_scaling(rows: list[dict]) -> None:
-    """Each embedding's step time at every larger catalogue over its time at the smallest of at
-    least 1M items: the cost should follow the batch, not the catalogue."""
-    base = next((r for r in rows if r["items"] >= 1_000_000), None)
-    larger = [r for r in rows if base is not None and r["items"] > base["items"]]
-    if not larger:
+def bench_scaling(args: argparse.Namespace, device: torch.device) -> None:
+    """Each embedding's step time at the largest catalogue over its time at the smallest of at
+    least 1M items, measured side by side: the two models alternate steps, each on batches of
+    the same size and popularity law from its own catalogue, and the median of the per-pair
+    ratios is printed. The cost should follow the batch, not the catalogue."""
+    sizes = sorted(n for n in args.items if n >= 1_000_000)
+    if len(sizes) < 2:
         return
-    print(f"\nstep time relative to {base['items']:,} items (same batch size and popularity):")
-    for row in larger:
-        ratios = ", ".join(f"{name} {row[name] / base[name]:.2f}x" for name in ["plain", *CONVS])
-        print(f"  {row['items']:,} items: {ratios}")
+    sizes = [sizes[0], sizes[-1]]
+    setups = []
+    for num_items in sizes:
+        rng = np.random.default_rng(num_items + 1)  # other batches than the table above
+        popularity = ZipfItems(num_items, rng)
+        batches = [{k: v.to(device) for k, v in b.items()}
+                   for b in make_batches(popularity, args.steps + args.warmup, rng)]
+        graph = random_graph(num_items, rng,
+                             popularity=popularity if args.graph == "popular" else None)
+        setups.append((num_items, batches, graph))
+    ratios = {}
+    for name in ["plain", *CONVS]:
+        tasks = []
+        for num_items, _, graph in setups:
+            embedding = (PlainEmbedding if name == "plain"
+                         else functools.partial(ResEmbedding, conv=CONVS[name]))
+            task = make_task(num_items, embedding, device, args.fused)
+            if name != "plain":
+                task.embedding.set_graph(graph)
+            tasks.append(task)
+        *_, ratios[name] = time_pair(tasks[0], tasks[1], setups[0][1], args.warmup, device,
+                                     CLOCKS[args.clock], res_batches=setups[1][1])
+        del tasks
+        gc.collect()
+    print(f"\nstep time at {sizes[1]:,} items over {sizes[0]:,} items, side by side (same batch "
+          "size and popularity law): " + ", ".join(f"{n} {r:.2f}x" for n, r in ratios.items()),
+          flush=True)
 
 
 def bench_graph(presets: list[str]) -> None:
@@ -291,8 +320,8 @@ def main() -> None:
           f"{args.clock} clock; THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}")
     print("columns: step time (ms), training samples/s, median over batches of res step time / "
           "plain step time on the same batch\n")
-    rows = bench_steps(args, device)
-    print_scaling(rows)
+    bench_steps(args, device)
+    bench_scaling(args, device)
     bench_graph(args.presets)
     bench_metrics(args.eval_samples, device)
     print(f"\npeak memory: maxrss {maxrss_gb():.2f} GB", end="")

@@ -356,11 +356,11 @@ class ResEmbedding(ItemEmbedding):
             counts.append(count)
             first += frontier.numel()
             if hop + 1 < len(self.convs):  # the next hop's targets: neighbours not seen yet
-                frontier = self._new_nodes(sources[-1], torch.cat(nodes), first)
+                frontier = self._distinct(sources[-1], torch.cat(nodes), first)
                 nodes.append(frontier)
         # The last hop's sources add the nodes that are only read; then every node has its
         # position, and the sources are relabelled through the map.
-        nodes.append(self._new_nodes(sources[-1], torch.cat(nodes), first))
+        nodes.append(self._distinct(sources[-1], torch.cat(nodes), first))
         nodes = torch.cat(nodes)
         e = edges[0] if len(edges) == 1 else torch.cat(edges)
         source = sources[0] if len(sources) == 1 else torch.cat(sources)
@@ -384,34 +384,23 @@ class ResEmbedding(ItemEmbedding):
             self._position = torch.zeros(self.num_items + 1, dtype=torch.long, device=device)
         return self._position
 
-    def _distinct(self, items: Tensor, start: int = 0) -> Tensor:
-        """The distinct values of the 1-D ``items``, in no particular order; the position map
-        then sends the ``k``-th of them to ``start + k``.
+    def _distinct(self, items: Tensor, seen: Tensor | None = None, start: int = 0) -> Tensor:
+        """The distinct values of the 1-D ``items`` that are not in ``seen`` (items whose map
+        entries are ``0..len(seen)-1``), in no particular order; the position map then sends
+        the ``k``-th of them to ``start + k``.
 
-        Each item writes its index into the map and keeps itself if its write is the one that
-        stayed, so duplicates are dropped in two passes over ``items``, without a sort.
+        Every item writes a tentative position, ``seen`` write theirs back over it, and the
+        items whose write stayed are kept, one per distinct value: two passes over ``items``,
+        without a sort.
         """
         position = self._position_map(items.device)
-        order = torch.arange(items.numel(), device=items.device)
-        position.scatter_(0, items, order)
-        distinct = items.masked_select(position.index_select(0, items) == order)
-        position.scatter_(0, distinct, order[: distinct.numel()] + start)
-        return distinct
-
-    def _new_nodes(self, items: Tensor, nodes: Tensor, start: int) -> Tensor:
-        """The distinct entries of ``items`` that are not among ``nodes`` (whose map entries
-        are ``0..len(nodes)-1``); the map then sends the ``k``-th of them to ``start + k``.
-
-        Every item writes a tentative position, ``nodes`` write theirs back over it, and the
-        items whose write stayed are the new ones, one per distinct value.
-        """
-        position = self._position
         order = torch.arange(start, start + items.numel(), device=items.device)
         position.scatter_(0, items, order)
-        position.scatter_(0, nodes, torch.arange(nodes.numel(), device=items.device))
-        new = items.masked_select(position.index_select(0, items) == order)
-        position.scatter_(0, new, order[: new.numel()])
-        return new
+        if seen is not None:
+            position.scatter_(0, seen, torch.arange(seen.numel(), device=items.device))
+        kept = items.masked_select(position.index_select(0, items) == order)
+        position.scatter_(0, kept, order[: kept.numel()])
+        return kept
 
     def _in_edges(self, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The CSR ranges of ``targets`` concatenated: edge ids, the count per target, and the

@@ -165,15 +165,22 @@ def time_pair(plain: CTRTask, res: CTRTask, batches: list[dict], warmup: int,
     return statistics.median(times[0]), statistics.median(times[1]), ratio
 
 
-def bench_steps(args: argparse.Namespace, device: torch.device) -> list[dict]:
+def make_workload(num_items: int, seed: int, args: argparse.Namespace,
+                  device: torch.device) -> tuple[list[dict], Data]:
+    """The timed batches (warm-up included) and the interest graph of a catalogue."""
+    rng = np.random.default_rng(seed)
+    popularity = ZipfItems(num_items, rng)
+    batches = [{k: v.to(device) for k, v in b.items()}
+               for b in make_batches(popularity, args.steps + args.warmup, rng)]
+    graph = random_graph(num_items, rng,
+                         popularity=popularity if args.graph == "popular" else None)
+    return batches, graph
+
+
+def bench_steps(args: argparse.Namespace, device: torch.device) -> None:
     rows = []
     for num_items in args.items:
-        rng = np.random.default_rng(num_items)
-        popularity = ZipfItems(num_items, rng)
-        batches = [{k: v.to(device) for k, v in b.items()}
-                   for b in make_batches(popularity, args.steps + args.warmup, rng)]
-        graph = random_graph(num_items, rng,
-                             popularity=popularity if args.graph == "popular" else None)
+        batches, graph = make_workload(num_items, num_items, args, device)
         plain = make_task(num_items, PlainEmbedding, device, args.fused)
         row = {"items": num_items}
         plain_times = []
@@ -196,7 +203,6 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> list[dict]:
         print_step_row(row, header=len(rows) == 1)
         del plain, graph, batches
         gc.collect()
-    return rows
 
 
 def print_step_row(row: dict, header: bool) -> None:
@@ -222,15 +228,8 @@ def bench_scaling(args: argparse.Namespace, device: torch.device) -> None:
     if len(sizes) < 2:
         return
     sizes = [sizes[0], sizes[-1]]
-    setups = []
-    for num_items in sizes:
-        rng = np.random.default_rng(num_items + 1)  # other batches than the table above
-        popularity = ZipfItems(num_items, rng)
-        batches = [{k: v.to(device) for k, v in b.items()}
-                   for b in make_batches(popularity, args.steps + args.warmup, rng)]
-        graph = random_graph(num_items, rng,
-                             popularity=popularity if args.graph == "popular" else None)
-        setups.append((num_items, batches, graph))
+    # Other batches than the table above (seed + 1).
+    setups = [(n, *make_workload(n, n + 1, args, device)) for n in sizes]
     ratios = {}
     for name in ["plain", *CONVS]:
         tasks = []

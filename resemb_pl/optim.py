@@ -135,7 +135,12 @@ class RowAdam(torch.optim.SparseAdam):
                 step_size = lr * (1 - beta2**step) ** 0.5 / (1 - beta1**step)
                 if self.fused:
                     coef = torch.tensor([1 - beta1, 1 - beta2, step_size, eps], device=p.device)
-                    _compiled_adam_rows()(p, state["exp_avg"], state["exp_avg_sq"], rows, g, coef)
+                    tensors = (p, state["exp_avg"], state["exp_avg_sq"], rows, g)
+                    # Row counts change every step and tables differ in size: those stay
+                    # symbolic, so one compilation serves them all; the width is a constant.
+                    for t in tensors:
+                        torch._dynamo.maybe_mark_dynamic(t, 0)
+                    _compiled_adam_rows()(*tensors, coef)
                     continue
                 m = state["exp_avg"].index_select(0, rows)
                 v = state["exp_avg_sq"].index_select(0, rows)
@@ -160,10 +165,9 @@ def _adam_rows(param: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, rows: Tensor,
     v = v + (grad * grad - v) * coef[1]
     exp_avg[rows] = m
     exp_avg_sq[rows] = v
-    param[rows] = param[rows] - coef[2] * (m / (v.sqrt() + coef[3]))
+    param.index_add_(0, rows, (m / (v.sqrt() + coef[3])) * -coef[2])
 
 
 @functools.cache
 def _compiled_adam_rows() -> Callable[..., None]:
-    # Row counts change every step and tables differ in size: compile for any shape.
-    return torch.compile(_adam_rows, dynamic=True)
+    return torch.compile(_adam_rows)

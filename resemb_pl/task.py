@@ -99,9 +99,12 @@ class CTRTask(LightningModule):
             betas and eps taken from ``optimizer``; no weight decay), so a step touches only
             the batch's rows; ``optimizer`` updates the rest.
             Needs batch-local propagation and ``l2_mode="batch"``.
-        fused_sparse_step: With ``sparse_embeddings``, compile RowAdam's row update into one
-            pass (``RowAdam(fused=True)``): about half the optimizer time on a CPU, after a
-            first step that compiles (tens of seconds, once per process).
+        fused_sparse_step: With ``sparse_embeddings``, compile the row loops of the sparse step
+            with :func:`torch.compile`: RowAdam's row update (``RowAdam(fused=True)``, one pass
+            over each touched row) and res-embedding's backward scatter into its basis rows
+            (:func:`resemb_pl.nn.conv.spmm.compiled_scatter`). About half the optimizer time
+            and a fifth of the scatter's on a CPU, after a first step that compiles (tens of
+            seconds, once per process).
 
     Example::
 
@@ -134,7 +137,7 @@ class CTRTask(LightningModule):
             raise ConfigError("fused_sparse_step: fuses the step of sparse embeddings; set "
                               "sparse_embeddings=true too")
         if sparse_embeddings:
-            self.embedding.use_sparse_gradients()
+            self.embedding.use_sparse_gradients(fused=fused_sparse_step)
         self.metrics = nn.ModuleDict(
             {
                 stage: nn.ModuleDict(

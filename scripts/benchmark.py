@@ -302,8 +302,8 @@ def main() -> None:
     parser.add_argument("--graph", choices=["popular", "uniform"], default="popular",
                         help="in-neighbours drawn by popularity (as co-clicks are) or uniformly")
     parser.add_argument("--fused", action="store_true",
-                        help="compile RowAdam's row update (CTRTask(fused_sparse_step=True)); "
-                        "the first step of each table compiles")
+                        help="compile RowAdam's row update and the aggregation's backward scatter "
+                        "(CTRTask(fused_sparse_step=True)); the first step compiles")
     parser.add_argument("--quick", action="store_true",
                         help="63k and 368k items, 15 steps, the electronics preset only")
     args = parser.parse_args()

@@ -16,6 +16,7 @@ from torch_geometric.nn import MessagePassing
 
 from resemb_pl.errors import CheckpointError, ConfigError
 from resemb_pl.nn.conv import MeanConv
+from resemb_pl.nn.conv.spmm import compiled_scatter
 
 ConvFactory = Callable[[int, int], MessagePassing]
 L2Mode = Literal["batch", "table"]
@@ -39,11 +40,13 @@ class ItemEmbedding(nn.Module):
         """The embedding of every item, ``(num_items + 1, embedding_dim)``."""
         return self(torch.arange(self.num_items + 1, device=self._device()))
 
-    def use_sparse_gradients(self) -> list[nn.Parameter]:
+    def use_sparse_gradients(self, fused: bool = False) -> list[nn.Parameter]:
         """Make the item tables' gradients sparse; return their weights for a sparse optimizer.
 
         A step then costs what the batch touches, not the catalogue. Only lookups give sparse
-        gradients, so ``l2_mode="table"`` (it reads every row) is refused.
+        gradients, so ``l2_mode="table"`` (it reads every row) is refused. ``fused`` compiles
+        the row loops of the embedding's backward pass, where it has any (see
+        :meth:`ResEmbedding.use_sparse_gradients`).
         """
         if getattr(self, "l2_mode", None) == "table":
             raise ConfigError("sparse embeddings: l2_mode='table' reads every row; use 'batch'")
@@ -259,6 +262,8 @@ class ResEmbedding(ItemEmbedding):
         self.register_buffer("rowptr", torch.zeros(num_items + 2, dtype=torch.long))
         # Scratch space of batch-local propagation (item -> subgraph position), made on first use.
         self.register_buffer("_position", torch.zeros(0, dtype=torch.long), persistent=False)
+        # Compile the aggregation's backward scatter (use_sparse_gradients(fused=True)).
+        self._fused = False
         # The ids of the last training forward and the residual rows it read, for the regulariser.
         self._batch_residual: tuple[Tensor, Tensor, Tensor] | None = None
 
@@ -321,8 +326,9 @@ class ResEmbedding(ItemEmbedding):
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 adj_t = torch.sparse_csr_tensor(rowptr, col, edge_weight, (x.size(0), x.size(0)))
-            for conv in self.convs:
-                x = conv(x, adj_t)
+            with compiled_scatter(self._fused):
+                for conv in self.convs:
+                    x = conv(x, adj_t)
             return x
         for conv, takes_weight in zip(self.convs, self._takes_weight, strict=True):
             kwargs = {"edge_weight": edge_weight} if takes_weight else {}
@@ -411,13 +417,18 @@ class ResEmbedding(ItemEmbedding):
         offset = (start - (count.cumsum(0) - count)).index_select(0, slot)
         return offset.add_(torch.arange(slot.numel(), device=targets.device)), count, slot
 
-    def use_sparse_gradients(self) -> list[nn.Parameter]:
-        """As :meth:`ItemEmbedding.use_sparse_gradients`; training then propagates locally."""
+    def use_sparse_gradients(self, fused: bool = False) -> list[nn.Parameter]:
+        """As :meth:`ItemEmbedding.use_sparse_gradients`; training then propagates locally.
+
+        With ``fused``, layers that aggregate through :func:`resemb_pl.nn.conv.spmm.spmm` get
+        its compiled backward scatter (:func:`~resemb_pl.nn.conv.spmm.compiled_scatter`).
+        """
         if not self._local_ok:
             raise ConfigError(
                 "sparse embeddings need batch-local propagation, but propagation="
                 f"{self.propagation!r} with {[type(c).__name__ for c in self.convs]} is full-graph"
             )
+        self._fused = fused
         return super().use_sparse_gradients()
 
     def _use_local(self, ids: Tensor) -> bool:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from resemb_pl.nn.conv import GCNNormConv, MeanConv
-from resemb_pl.nn.conv.spmm import spmm
+from resemb_pl.nn.conv.spmm import _compiled_scatter_messages, compiled_scatter, spmm
 
 # Targets by sources: row 0 <- {0: 2.0, 2: 1.0}, row 1 <- nothing, row 2 <- {1: 0.5}.
 CROW, COL, VAL = [0, 2, 2, 3], [0, 2, 1], [2.0, 1.0, 0.5]
@@ -54,3 +54,27 @@ def test_fused_layers_equal_their_edge_index_path(conv):
     (grad_csr,) = torch.autograd.grad(out_csr.pow(2).sum(), x)
     assert torch.allclose(out_csr, out, atol=1e-5)
     assert torch.allclose(grad_csr, grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_compiled_scatter_gives_the_eager_gradients(weighted):
+    # Inside compiled_scatter the backward scatter is compiled (torch.compile); the gradients
+    # must not change, for graphs of any size (the sizes stay symbolic).
+    gen = torch.Generator().manual_seed(1)
+    for num_nodes, num_edges in [(30, 120), (47, 300)]:
+        x = torch.randn(num_nodes, 5, generator=gen, requires_grad=True)
+        pairs = torch.randperm(num_nodes**2, generator=gen)[:num_edges].sort()[0]
+        adj_t = torch.sparse_coo_tensor(
+            torch.stack([pairs // num_nodes, pairs % num_nodes]),
+            torch.rand(num_edges, generator=gen) + 0.5, (num_nodes, num_nodes),
+        ).to_sparse_csr()
+        upstream = torch.randn(num_nodes, 5, generator=gen)
+        (eager,) = torch.autograd.grad(spmm(adj_t, x, weighted=weighted), x, upstream)
+        with compiled_scatter():
+            out = spmm(adj_t, x, weighted=weighted)
+        calls = _compiled_scatter_messages.cache_info()
+        (compiled,) = torch.autograd.grad(out, x, upstream)  # runs outside the context
+        after = _compiled_scatter_messages.cache_info()
+        assert after.hits + after.misses == calls.hits + calls.misses + 1  # the compiled kernel
+        assert torch.allclose(compiled, eager, atol=1e-5)
+        assert not torch.equal(eager, torch.zeros_like(eager))

@@ -18,10 +18,13 @@ Parts:
    backward and the optimizer step. Plain and res steps alternate on the same batches and the
    table reports medians; the ratio is the median over batches of the res step time over the
    plain step time on the same batch. ``--clock cpu`` times by process CPU time, for a machine
-   shared with other jobs. Then the scaling line: each embedding at the smallest catalogue of
-   at least 1M items and at the largest, built side by side and stepping alternately (each on
-   its own catalogue's batches of the same size and popularity law); the median ratio of their
-   step times says whether the cost follows the batch or the catalogue.
+   shared with other jobs. Then the scaling lines: each embedding at the smallest catalogue of
+   at least 1M items and at the largest, built side by side and stepping alternately; the
+   median ratio of their step times says whether the cost follows the batch or the catalogue.
+   "Same batches": the large catalogue is the small one plus new items, and both train on the
+   same batches, so only the tables grow. "Own batches": each trains on batches of the same
+   size and popularity law from its own catalogue, which touch more distinct rows in the
+   larger one (the line prints how many more).
 2. ``build_interest_graph`` on the ``electronics`` and ``books`` presets: seconds per click.
 3. AUC plus GAUC (torchmetrics ``BinaryAUROC`` and :class:`resemb_pl.metrics.GroupAUC`) on
    385k random samples of 2 per user, as in the Electronics test set.
@@ -103,15 +106,15 @@ def make_batches(items: ZipfItems, count: int, rng: np.random.Generator) -> list
 
 
 def random_graph(num_items: int, rng: np.random.Generator, k: int = 8,
-                 popularity: ZipfItems | None = None) -> Data:
+                 popularity: ZipfItems | None = None, first: int = 1) -> Data:
     """A top-``k`` graph: every item gets ``k`` random in-neighbours with counts 1..10.
 
     With ``popularity`` the in-neighbours are drawn from it, as in a co-click graph (the items
     clicked next to an item follow the click distribution, and top-k keeps the most frequent);
     without, uniformly from the catalogue, which no interest graph does: the worst case for
-    the memory locality of the neighbours' rows.
+    the memory locality of the neighbours' rows. Only items ``first..num_items`` get edges.
     """
-    target = np.repeat(np.arange(1, num_items + 1), k)
+    target = np.repeat(np.arange(first, num_items + 1), k)
     if popularity is None:
         source = rng.integers(1, num_items + 1, target.size)
     else:
@@ -121,6 +124,33 @@ def random_graph(num_items: int, rng: np.random.Generator, k: int = 8,
     edge_index = torch.from_numpy(np.stack([source, target]))
     return Data(edge_index=edge_index, edge_weight=torch.from_numpy(weight),
                 num_nodes=num_items + 1)
+
+
+def extend_graph(graph: Data, num_items: int, rng: np.random.Generator, popular: bool) -> Data:
+    """``graph`` grown to ``num_items`` items: its items keep their in-neighbours, and the new
+    ones get theirs as :func:`random_graph` draws them (by the popularity of the whole, larger
+    catalogue, or uniformly)."""
+    popularity = ZipfItems(num_items, rng) if popular else None
+    tail = random_graph(num_items, rng, popularity=popularity, first=graph.num_nodes)
+    return Data(edge_index=torch.cat([graph.edge_index, tail.edge_index], 1),
+                edge_weight=torch.cat([graph.edge_weight, tail.edge_weight]),
+                num_nodes=num_items + 1)
+
+
+def rows_touched(batches: list[dict], graph: Data) -> tuple[float, float]:
+    """Mean, over ``batches``, of their distinct items and of the nodes of their one-hop
+    subgraph (the items and their in-neighbours): the rows that a step reads and updates."""
+    source, target = graph.edge_index.numpy()
+    marked = np.zeros(graph.num_nodes, dtype=bool)
+    items, nodes = [], []
+    for batch in batches:
+        ids = torch.cat([batch["target"].unsqueeze(1), batch["hist"]], 1).cpu().numpy()
+        distinct = np.unique(ids[ids > 0])
+        marked[distinct] = True
+        nodes.append(np.unique(np.concatenate([distinct, source[marked[target]]])).size)
+        items.append(distinct.size)
+        marked[distinct] = False
+    return float(np.mean(items)), float(np.mean(nodes))
 
 
 def make_task(num_items: int, embedding, device: torch.device, fused: bool) -> CTRTask:
@@ -221,15 +251,49 @@ def print_step_row(row: dict, header: bool) -> None:
 
 def bench_scaling(args: argparse.Namespace, device: torch.device) -> None:
     """Each embedding's step time at the largest catalogue over its time at the smallest of at
-    least 1M items, measured side by side: the two models alternate steps, each on batches of
-    the same size and popularity law from its own catalogue, and the median of the per-pair
-    ratios is printed. The cost should follow the batch, not the catalogue."""
+    least 1M items, measured side by side: the two models alternate steps and the median of the
+    per-pair ratios is printed. The cost should follow the batch, not the catalogue.
+
+    Two lines. *Same batches*: the large catalogue is the small one plus new items (the small
+    one's items keep their in-neighbours), and both models train on the same Zipf(1) batches of
+    the small catalogue, so a step touches the same rows and only the tables grow. *Own
+    batches*: each model trains on batches of the same size and popularity law drawn from its
+    own catalogue; a larger catalogue puts more draws in the tail, so these batches touch more
+    distinct rows, and the line prints how many more beside the times.
+    """
     sizes = sorted(n for n in args.items if n >= 1_000_000)
     if len(sizes) < 2:
         return
-    sizes = [sizes[0], sizes[-1]]
+    small, large = sizes[0], sizes[-1]
     # Other batches than the table above (seed + 1).
-    setups = [(n, *make_workload(n, n + 1, args, device)) for n in sizes]
+    batches, graph = make_workload(small, small + 1, args, device)
+    rng = np.random.default_rng(large + 2)
+    extended = extend_graph(graph, large, rng, popular=args.graph == "popular")
+    same = scaling_ratios(args, device, (small, batches, graph), (large, batches, extended))
+    del extended
+    gc.collect()
+    large_batches, large_graph = make_workload(large, large + 1, args, device)
+    own = scaling_ratios(args, device, (small, batches, graph), (large, large_batches, large_graph))
+    counted = min(10, len(batches))
+    small_rows = rows_touched(batches[:counted], graph)
+    large_rows = rows_touched(large_batches[:counted], large_graph)
+
+    def cells(ratios: dict[str, float]) -> str:
+        return ", ".join(f"{n} {r:.2f}x" for n, r in ratios.items())
+
+    print(f"\nstep time at {large:,} items over {small:,} items, side by side:\n"
+          f"  same batches (the {small:,} catalogue plus new items; each step touches the same "
+          f"rows): {cells(same)}\n"
+          f"  own batches (each catalogue's Zipf(1) law; per batch "
+          f"{large_rows[0] / small_rows[0]:.2f}x the distinct items, "
+          f"{large_rows[1] / small_rows[1]:.2f}x the one-hop subgraph nodes): {cells(own)}",
+          flush=True)
+
+
+def scaling_ratios(args: argparse.Namespace, device: torch.device,
+                   *setups: tuple[int, list[dict], Data]) -> dict[str, float]:
+    """For each embedding, the median ratio of the step times of a model of the second
+    ``(num_items, batches, graph)`` over one of the first, stepping alternately."""
     ratios = {}
     for name in ["plain", *CONVS]:
         tasks = []
@@ -244,9 +308,7 @@ def bench_scaling(args: argparse.Namespace, device: torch.device) -> None:
                                      CLOCKS[args.clock], res_batches=setups[1][1])
         del tasks
         gc.collect()
-    print(f"\nstep time at {sizes[1]:,} items over {sizes[0]:,} items, side by side (same batch "
-          "size and popularity law): " + ", ".join(f"{n} {r:.2f}x" for n, r in ratios.items()),
-          flush=True)
+    return ratios
 
 
 def bench_graph(presets: list[str]) -> None:

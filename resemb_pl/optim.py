@@ -64,9 +64,9 @@ class RowAdam(torch.optim.SparseAdam):
     table; here the touched rows' moments are gathered once, updated as small dense tensors and
     written back, so a step costs the rows of the batch.
 
-    With ``fused=True`` the row update is compiled by :func:`torch.compile` into one loop that
-    reads and writes each touched row of the weight and of the two moments once, instead of a
-    pass over the rows per tensor operation. On a CPU it takes about half the time (see
+    With ``fused=True`` the row update is compiled by :func:`torch.compile` into a few fused
+    loops over the touched rows (new moments, their write-back, the weight's step), instead of
+    a pass over the rows per tensor operation. On a CPU it takes about half the time (see
     ``scripts/benchmark.py --fused``). The first step compiles, which takes tens of seconds
     once per process (and needs a C++ compiler on a CPU, Triton on a GPU); the results equal
     the unfused ones up to float rounding.

@@ -62,8 +62,8 @@ def compiled_scatter(enabled: bool = True) -> Iterator[None]:
     (:func:`torch.compile`, compiled once per process and feature width) takes a fifth of the
     time on a CPU. The choice is made when the product is computed, so the backward pass may
     run outside the context. The first use compiles, which needs a C++ compiler on a CPU and
-    Triton on a GPU. ``ResEmbedding(fused=True)`` (``CTRTask(fused_sparse_step=True)``)
-    propagates within it.
+    Triton on a GPU. ``ResEmbedding.use_sparse_gradients(fused=True)``, which
+    ``CTRTask(fused_sparse_step=True)`` calls, makes the embedding propagate within it.
     """
     token = _COMPILED.set(enabled)
     try:

@@ -77,7 +77,7 @@ class RowAdam(torch.optim.SparseAdam):
         betas: Coefficients of the running averages of the gradient and its square.
         eps: Term added to the denominator.
         maximize: Maximise the objective instead.
-        fused: Compile the row update into one pass (see above).
+        fused: Compile the row update into fused loops (see above).
 
     Example::
 

@@ -100,8 +100,8 @@ class CTRTask(LightningModule):
             the batch's rows; ``optimizer`` updates the rest.
             Needs batch-local propagation and ``l2_mode="batch"``.
         fused_sparse_step: With ``sparse_embeddings``, compile the row loops of the sparse step
-            with :func:`torch.compile`: RowAdam's row update (``RowAdam(fused=True)``, one pass
-            over each touched row) and res-embedding's backward scatter into its basis rows
+            with :func:`torch.compile`: RowAdam's row update (``RowAdam(fused=True)``, fused
+            loops over the touched rows) and res-embedding's backward scatter into its basis rows
             (:func:`resemb_pl.nn.conv.spmm.compiled_scatter`). About half the optimizer time
             and a fifth of the scatter's on a CPU, after a first step that compiles (tens of
             seconds, once per process).

@@ -144,7 +144,7 @@ def rows_touched(batches: list[dict], graph: Data) -> tuple[float, float]:
     marked = np.zeros(graph.num_nodes, dtype=bool)
     items, nodes = [], []
     for batch in batches:
-        ids = torch.cat([batch["target"].unsqueeze(1), batch["hist"]], 1).cpu().numpy()
+        ids = batch_ids(batch).cpu().numpy()
         distinct = np.unique(ids[ids > 0])
         marked[distinct] = True
         nodes.append(np.unique(np.concatenate([distinct, source[marked[target]]])).size)
@@ -153,19 +153,26 @@ def rows_touched(batches: list[dict], graph: Data) -> tuple[float, float]:
     return float(np.mean(items)), float(np.mean(nodes))
 
 
-def make_task(num_items: int, embedding, device: torch.device, fused: bool) -> CTRTask:
+def make_task(num_items: int, name: str, device: torch.device, fused: bool) -> CTRTask:
+    """DIN with the ``plain`` embedding or the res-embedding of the layer ``CONVS[name]``."""
     torch.manual_seed(0)
+    embedding = (PlainEmbedding if name == "plain"
+                 else functools.partial(ResEmbedding, conv=CONVS[name]))
     task = CTRTask(num_items, NUM_CATEGORIES, DIM, embedding=embedding, sparse_embeddings=True,
                    fused_sparse_step=fused, optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
     return task.to(device)
 
 
+def batch_ids(batch: dict) -> torch.Tensor:
+    """The item ids of a batch, target first: ``(B, 1 + history length)``, 0 is padding."""
+    return torch.cat([batch["target"].unsqueeze(1), batch["hist"]], 1)
+
+
 def train_step(task: CTRTask, optimizer: torch.optim.Optimizer, batch: dict) -> None:
     optimizer.zero_grad()
     logits = task(batch)
-    ids = torch.cat([batch["target"].unsqueeze(1), batch["hist"]], 1)
     loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
-    (loss + task.embedding.regularization(ids)).backward()
+    (loss + task.embedding.regularization(batch_ids(batch))).backward()
     optimizer.step()
 
 
@@ -211,12 +218,11 @@ def bench_steps(args: argparse.Namespace, device: torch.device) -> None:
     rows = []
     for num_items in args.items:
         batches, graph = make_workload(num_items, num_items, args, device)
-        plain = make_task(num_items, PlainEmbedding, device, args.fused)
+        plain = make_task(num_items, "plain", device, args.fused)
         row = {"items": num_items}
         plain_times = []
-        for name, conv in CONVS.items():
-            res = make_task(num_items, functools.partial(ResEmbedding, conv=conv), device,
-                            args.fused)
+        for name in CONVS:
+            res = make_task(num_items, name, device, args.fused)
             start = time.perf_counter()
             res.embedding.set_graph(graph)
             row["set_graph"] = time.perf_counter() - start
@@ -298,9 +304,7 @@ def scaling_ratios(args: argparse.Namespace, device: torch.device,
     for name in ["plain", *CONVS]:
         tasks = []
         for num_items, _, graph in setups:
-            embedding = (PlainEmbedding if name == "plain"
-                         else functools.partial(ResEmbedding, conv=CONVS[name]))
-            task = make_task(num_items, embedding, device, args.fused)
+            task = make_task(num_items, name, device, args.fused)
             if name != "plain":
                 task.embedding.set_graph(graph)
             tasks.append(task)

@@ -1,13 +1,44 @@
-"""Atomic file writes: a temporary file beside the target, renamed over it on success."""
+"""Atomic writes: every file and folder the package writes appears whole or not at all.
+
+A file is written to a temporary file beside it and renamed over it; a folder (an export, a data
+cache) is written as a temporary folder beside it and swapped in by two renames. A failure (a
+full disk, an exception, Ctrl-C) removes the temporary file or folder and leaves the earlier one
+as it was.
+
+Temporary names carry the writer's host and process id, ``.<name>.<host>-<pid>.<random>.tmp``,
+so a temporary left by a killed process (SIGKILL, power loss) is recognisable as abandoned once
+that process is gone: :func:`sweep_abandoned` removes such leftovers, and every write sweeps
+the leftovers of its own target first.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+# .<name>.<host>-<pid>.<random>.tmp (a file or folder being written) or .old (a folder being
+# replaced); mkstemp's random part is made of letters, digits and underscores.
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)\.[A-Za-z0-9_]+"
+                   r"\.(?P<kind>tmp|old)$")
+
+
+def _prefix(path: Path) -> str:
+    return f".{path.name}.{_HOST}-{os.getpid()}."
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 @contextlib.contextmanager
@@ -16,34 +47,214 @@ def atomic_open(
 ) -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it over ``path`` when the block succeeds.
 
-    If the block raises, the temporary file is removed and ``path`` is untouched, so a reader
-    never sees a half-written file. The file gets a normal file's mode (``0666`` less the
-    umask) rather than ``mkstemp``'s ``0600``, so a cache shared between users stays readable.
+    If the block raises (or the disk fills while the file is closed), the temporary file is
+    removed and ``path`` is untouched, so a reader never sees a half-written file. The file gets
+    a normal file's mode (``0666`` less the umask) rather than ``mkstemp``'s ``0600``, so a
+    cache shared between users stays readable.
 
     Args:
         path: The file to write.
         mode: ``"wb"`` or ``"w"`` (extra keyword arguments go to :func:`os.fdopen`).
-        fsync: Flush the data to disk before the rename (for checkpoints).
+        fsync: Flush the data and the rename to disk (for checkpoints).
 
     Example::
 
-        with atomic_open("cache.npz") as fh:
-            np.savez(fh, x=x)
+        with atomic_open("predictions.parquet") as fh:
+            frame.to_parquet(fh)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    sweep_abandoned(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_prefix(path), suffix=".tmp")
     try:
-        with os.fdopen(fd, mode, **kwargs) as fh:
+        try:
+            fh = os.fdopen(fd, mode, **kwargs)
+        except BaseException:
+            os.close(fd)
+            raise
+        with fh:
             yield fh
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if fsync:
+        _fsync_folder(path.parent)
+
+
+def atomic_write(
+    path: str | Path, write: Callable[[IO], object], mode: str = "wb", *, fsync: bool = False,
+    **kwargs
+) -> Path:
+    """Write ``path`` with ``write(fh)`` through :func:`atomic_open`; return ``path``.
+
+    Example::
+
+        atomic_write("items.parquet", lambda fh: frame.to_parquet(fh, index=False))
+        atomic_write("fig.png", lambda fh: fig.savefig(fh, format="png"))
+    """
+    with atomic_open(path, mode, fsync=fsync, **kwargs) as fh:
+        write(fh)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_folder(
+    path: str | Path, *, keep: Callable[[str], bool] | None = None
+) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; it replaces ``path`` when the block succeeds.
+
+    The old folder (if any) is renamed aside, the new one renamed into place, and the old one
+    deleted, so ``path`` holds either the whole old content or the whole new content. If the
+    block raises, the temporary folder is deleted and ``path`` is untouched.
+
+    Args:
+        path: The folder to write. An existing file there is an error (``NotADirectoryError``).
+        keep: Entries of the old folder to carry into the new one (as hard links where the file
+            system allows, else copies) when the block did not write an entry of that name:
+            ``keep(name)`` is true for them. ``None`` carries nothing.
+
+    Example::
+
+        with atomic_folder("export", keep=lambda name: name not in ("items.parquet",)) as tmp:
+            frame.to_parquet(tmp / "items.parquet")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(path))
+    sweep_abandoned(path.parent, path.name)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_prefix(path), suffix=".tmp"))
+    try:
+        yield tmp
+        if keep is not None and path.is_dir():
+            for entry in os.scandir(path):
+                if keep(entry.name) and not (tmp / entry.name).exists():
+                    _carry(Path(entry.path), tmp / entry.name)
+        os.chmod(tmp, 0o777 & ~_umask())
+        _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """Hard-link (or copy) a file or a folder tree ``src`` to ``dst``."""
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True, copy_function=link)
+    elif src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    else:
+        link(str(src), str(dst))
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path``, moving an existing ``path`` aside first and deleting it after."""
+    if not path.is_dir():
+        os.rename(tmp, path)
+        return
+    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=_prefix(path), suffix=".old"))
+    os.rmdir(old)  # a unique name for the old folder
+    os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as err:  # some file systems cannot sync a directory
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may still be running (in doubt: yes)."""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":
+        try:
+            import psutil
+        except ImportError:
+            return True
+        return psutil.pid_exists(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
+
+
+def abandoned(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Temporary files and folders in ``folder`` whose writer (on this host) is gone.
+
+    Args:
+        folder: Where to look (not recursively).
+        name: Only the temporaries of the target ``name``; ``None`` for every target.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        if (match is None or match["host"] != _HOST or (name is not None and match["name"] != name)
+                or _alive(int(match["pid"]))):
+            continue
+        found.append(Path(entry.path))
+    return found
+
+
+def sweep_abandoned(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temporaries that killed writers left in ``folder``; return what was removed.
+
+    A folder that a killed writer had renamed aside to replace it (``.old``) is renamed back
+    when its target is missing, otherwise deleted. Temporaries of live writers, and of other
+    hosts sharing the folder, are left alone. Call it where no writer of the same target can
+    be running (under the target's lock) or rely on the process ids: a writer that is alive
+    keeps its temporaries.
+
+    Args:
+        folder: The folder to clean (not recursively).
+        name: Only the temporaries of the target ``name``; ``None`` for every target.
+    """
+    removed = []
+    for temp in abandoned(folder, name):
+        match = _TEMP.match(temp.name)
+        target = temp.parent / match["name"]
+        try:
+            if match["kind"] == "old" and not os.path.lexists(target):
+                os.rename(temp, target)
+                continue
+            if temp.is_dir() and not temp.is_symlink():
+                shutil.rmtree(temp)
+            else:
+                os.unlink(temp)
+        except FileNotFoundError:  # another process swept it first
+            continue
+        removed.append(temp)
+    return removed

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import hashlib
+import inspect
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+from filelock import FileLock
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torch_geometric.data import Data
 
-from resemb_pl.atomic import atomic_open
+from resemb_pl.atomic import atomic_folder, sweep_abandoned
 from resemb_pl.data.graph import build_interest_graph
 from resemb_pl.data.interactions import Interactions, check_ids, drop_short_users
 from resemb_pl.data.protocols import Samples, din_samples, movielens_samples
@@ -25,7 +28,7 @@ from resemb_pl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a folder of .npy files (1 was one .npz)
 Source = Literal["synthetic", "interactions", "amazon", "movielens", "requests"]
 
 
@@ -145,8 +148,10 @@ class ResumableLoader(DataLoader):
 class CTRDataModule(LightningDataModule):
     """Interactions from a source, the DIN protocol, the interest graph, and loaders.
 
-    Processing (reading, samples, graph) runs once and is cached in ``cache_dir`` under a key
-    that hashes the inputs and every parameter; every process of a run reads the same cache.
+    Processing (reading, samples, graph) runs once and is cached in ``cache_dir`` as a folder
+    of ``.npy`` files, under a key that hashes every parameter and the input files (see
+    :meth:`fingerprint`); every process of a run memory-maps the same files, so ``N``
+    processes share one copy of the data.
 
     Args:
         source: ``synthetic`` (the interest-delay generator), ``interactions`` (a parquet or
@@ -170,7 +175,8 @@ class CTRDataModule(LightningDataModule):
         eval_batch_size: Batch size of validation, test and prediction.
         num_workers: DataLoader workers.
         seed: Seed of generation, negative sampling and splits.
-        cache_dir: Where processed data is cached; ``None`` disables the cache.
+        cache_dir: Where processed data is cached; ``None`` disables the cache. A complete
+            cache is read without write access to the folder.
         download: Official archive to fetch when ``path`` does not exist yet: ``ml-100k``,
             ``ml-1m``, ``ml-20m`` (``path`` is then the folder to extract into) or
             ``amazon:Electronics`` / ``amazon:Books`` (``path`` and ``meta_path`` are the
@@ -253,6 +259,11 @@ class CTRDataModule(LightningDataModule):
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
+        """The processed data: samples, graph, vocabularies, built or read from the cache once.
+
+        From the cache, the arrays are copy-on-write memory maps of its files (scalars are in
+        memory): they read like ndarrays, and a write never reaches the cache.
+        """
         if self._arrays is None:
             self._arrays = self._load_or_build()
         return self._arrays
@@ -261,6 +272,7 @@ class CTRDataModule(LightningDataModule):
         return Samples.from_arrays(self.arrays, f"{stage}_")
 
     def prepare_data(self) -> None:
+        """Build the cache (Lightning runs this on the first process of each node only)."""
         self.arrays  # noqa: B018 - builds the cache once, before the processes split
 
     def setup(self, stage: str | None = None) -> None:
@@ -384,73 +396,250 @@ class CTRDataModule(LightningDataModule):
         return arrays
 
     def fingerprint(self) -> str:
-        """Hash of the inputs (file contents) and every processing parameter."""
+        """The cache key: a hash of every processing parameter and of the input files.
+
+        Files count by name, size and modification time and, when the inputs total less than
+        :data:`CONTENT_HASH_LIMIT` bytes, by content too, so a small input edited in place is
+        never served stale; larger inputs are not read. The key is ``<stat>`` (parameters,
+        names, sizes, times) or ``<stat>-<content>``, 16 hex digits each.
+        """
+        stat_key, files = self._stat_key()
+        return _content_key(stat_key, files)
+
+    def _stat_key(self) -> tuple[str, list[tuple[str, Path, os.stat_result]]]:
         h = dict(self.hparams)
-        params = {k: h[k] for k in ("source", "preset", "protocol", "split", "max_len", "window",
-                                    "top_k", "seed", "on_bad_line")}
+        params = {k: h.get(k) for k in _processing_parameters()}
         params["version"] = CACHE_VERSION
-        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-        for p in (h["path"], h["meta_path"]):
-            if p is not None:
-                _hash_path(Path(p), digest)
-        return digest.hexdigest()[:16]
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+        files = self._inputs()
+        for name, _, st in files:
+            digest.update(f"\0{name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        return digest.hexdigest()[:16], files
+
+    def _inputs(self) -> list[tuple[str, Path, os.stat_result]]:
+        """``data.path`` and ``data.meta_path`` as regular files, checked before any is read."""
+        h = self.hparams
+        files = []
+        for role in ("path", "meta_path"):
+            if h.get(role) is not None:
+                files += [(f"{role}:{name}", file, st)
+                          for name, file, st in _input_files(Path(h[role]))]
+        return files
+
+    def _cache_folder(self, root: Path) -> Path:
+        """The cache folder of these inputs and parameters.
+
+        The first process of a node (the one that runs :meth:`prepare_data`) hashes the inputs;
+        the others take the folder it made for the same parameters, names, sizes and times,
+        without reading the inputs again (if there is exactly one; else they hash too).
+        """
+        source = self.hparams.source
+        stat_key, files = self._stat_key()
+        if _local_rank(self.trainer) > 0:
+            made = [p for p in root.glob(f"{source}-{stat_key}*") if p.is_dir()]
+            if len(made) == 1:
+                return made[0]
+        return root / f"{source}-{_content_key(stat_key, files)}"
 
     def _load_or_build(self) -> dict[str, np.ndarray]:
         h = self.hparams
         if h.download is not None and not Path(h.path).exists():
             self._download()
-        if self.hparams.cache_dir is None or h.source == "requests":
+        if h.cache_dir is None or h.source == "requests":
+            self._inputs()  # a FIFO or a device is refused before the reader blocks on it
             return self.process()
-        key = self.fingerprint()
-        root = Path(self.hparams.cache_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        file = root / f"{self.hparams.source}-{key}.npz"
-        with _file_lock(root / f".{key}.lock"):
-            if file.exists():
+        root = Path(h.cache_dir)
+        folder = self._cache_folder(root)
+        if folder.is_dir():  # complete by construction: readable without the lock, read-only
+            with contextlib.suppress(DataError):  # reported and rebuilt under the lock
+                arrays = _read_cache(folder)
+                log.info("reusing processed data from %s", folder)
+                return arrays
+        with _cache_lock(root, folder.name):
+            sweep_abandoned(root)
+            if folder.is_dir():
                 try:
-                    arrays = _read_npz(file)
-                    log.info("reusing processed data from %s", file)
+                    arrays = _read_cache(folder)
+                    log.info("reusing processed data from %s", folder)
                     return arrays
                 except DataError as err:
                     log.warning("%s; rebuilding it", err)
-            arrays = self.process()
-            _write_npz_atomic(file, arrays)
-            log.info("cached processed data in %s", file)
-            return arrays
+            _write_cache(folder, self.process())
+            log.info("cached processed data in %s", folder)
+        return _read_cache(folder)
 
 
-def _hash_path(path: Path, digest) -> None:
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        digest.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
+def _check_impression_options(source, split, columns, sample_negatives, val_from, test_from):
+    """Refuse the options of impression logs where they mean nothing, naming the key."""
+    if source == "impressions" and split not in ("time", "user"):
+        raise ConfigError(f"data.split: an impression log splits by 'time' or 'user', got "
+                          f"{split!r} (each user's last click is not a sample of its own)")
+    if split == "time" and source != "impressions":
+        raise ConfigError(f"data.split: 'time' is for source 'impressions', not {source!r}")
+    if columns is not None and source not in ("interactions", "impressions"):
+        raise ConfigError(f"data.columns: for sources 'interactions' and 'impressions', "
+                          f"not {source!r}")
+    if sample_negatives < 0:
+        raise ConfigError(f"data.sample_negatives: must be >= 0, got {sample_negatives}")
+    if sample_negatives and source != "impressions":
+        raise ConfigError("data.sample_negatives: for source 'impressions'; the DIN protocol "
+                          "samples one negative per positive already")
+    for key, value in (("val_from", val_from), ("test_from", test_from)):
+        if value is not None and split != "time":
+            raise ConfigError(f"data.{key}: only with data.split 'time', not {split!r}")
+
+
+# Parameters of CTRDataModule that do not change the processed arrays (the input files count
+# through their names, sizes, times and contents instead of their paths).
+_NOT_PROCESSING = frozenset({"self", "path", "meta_path", "batch_size", "eval_batch_size",
+                             "num_workers", "cache_dir", "download", "checkpoint", "output"})
+CONTENT_HASH_LIMIT = 64 << 20
+"""Inputs smaller than this (bytes, all files together) are hashed by content for the key."""
+
+
+def _processing_parameters() -> list[str]:
+    """Every parameter of :class:`CTRDataModule` except those in ``_NOT_PROCESSING``.
+
+    Taken from the signature, so a new data parameter is part of the cache key by default;
+    a subclass's own parameters (applied after the cache) are not.
+    """
+    names = inspect.signature(CTRDataModule.__init__).parameters
+    return [n for n in names if n not in _NOT_PROCESSING]
+
+
+def _content_key(stat_key: str, files: list[tuple[str, Path, os.stat_result]]) -> str:
+    if not files or sum(st.st_size for _, _, st in files) >= CONTENT_HASH_LIMIT:
+        return stat_key
+    digest = hashlib.sha256()
+    for name, file, _ in files:
+        digest.update(f"\0{name}\0".encode())
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 22), b""):
                 digest.update(chunk)
+    return f"{stat_key}-{digest.hexdigest()[:16]}"
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(path: Path, st: os.stat_result) -> DataError:
+    kind = next((name for test, name in _SPECIAL if test(st.st_mode)), "a special file")
+    return DataError(f"{path}: is {kind}, not a regular file or a folder of them")
+
+
+def _input_files(path: Path) -> list[tuple[str, Path, os.stat_result]]:
+    """The regular files of ``path`` (a file, or a folder of them), by name; nothing is read.
+
+    Raises:
+        DataError: ``path`` is missing, or it or a file in it is a FIFO, a device or a socket.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file or directory") from None
+    if stat.S_ISREG(st.st_mode):
+        return [(path.name, path, st)]
+    if not stat.S_ISDIR(st.st_mode):
+        raise _not_regular(path, st)
+    files = []
+    for folder, dirs, names in os.walk(path, onerror=_raise):
+        dirs.sort()
+        for name in sorted(names):
+            file = Path(folder, name)
+            try:
+                st = os.stat(file)
+            except FileNotFoundError:
+                raise DataError(f"{file}: no such file (a broken link?)") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise _not_regular(file, st)
+            files.append((file.relative_to(path).as_posix(), file, st))
+    return files
+
+
+def _raise(err: OSError) -> None:
+    raise err
+
+
+def _local_rank(trainer) -> int:
+    """This process's rank on its node: the trainer's, else the launcher's (torchrun, SLURM)."""
+    if trainer is not None:
+        return trainer.local_rank
+    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path):
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _write_npz_atomic(file: Path, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_open(file) as fh:
-        np.savez(fh, **arrays, cache_version=np.int64(CACHE_VERSION))
-
-
-def _read_npz(file: Path) -> dict[str, np.ndarray]:
+def _cache_lock(root: Path, name: str):
+    """Hold the lock of cache ``name`` in ``root``; a read-only ``root`` is one ConfigError."""
+    lock = FileLock(root / f".{name}.lock")
     try:
-        with np.load(file, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        root.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise ConfigError(
+            f"data.cache_dir: {root} holds no complete cache for these data and is not "
+            f"writable ({err.strerror}); point it at a writable folder, or set it to null"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _write_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as one ``.npy`` per array plus ``meta.json``, as a whole folder.
+
+    Strings are stored as fixed-width unicode arrays, loadable without pickle. An array that
+    several names share (the splits' common ``seq``) is stored once.
+    """
+    with atomic_folder(folder) as tmp:
+        meta, files = {"version": CACHE_VERSION, "arrays": {}}, {}
+        for name, value in arrays.items():
+            array = np.asarray(value)
+            if array.dtype == object:
+                array = array.astype(str)
+            if id(value) not in files:
+                files[id(value)] = f"{name}.npy"
+                np.save(tmp / files[id(value)], array, allow_pickle=False)
+            meta["arrays"][name] = {"file": files[id(value)], "dtype": array.dtype.str,
+                                    "shape": list(array.shape)}
+        with open(tmp / "meta.json", "w") as fh:
+            json.dump(meta, fh)
+
+
+def _read_cache(folder: Path) -> dict[str, np.ndarray]:
+    """Open a cache folder: scalars in memory, every other array memory-mapped.
+
+    The maps are copy-on-write (``mmap_mode="c"``): the files are only read, so every process
+    shares the same pages, and the arrays behave like in-memory ones (a write, by numpy or
+    through ``torch.from_numpy``, changes a private page, never the cache).
+
+    Raises:
+        DataError: A file is missing, truncated or not what ``meta.json`` lists, or the cache
+            was written by another version.
+    """
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("version") != CACHE_VERSION:
+            raise DataError(f"cache {folder} was written by another version")
+        arrays, opened = {}, {}
+        for name, info in meta["arrays"].items():
+            file = info["file"]
+            if file not in opened:
+                mode = "c" if info["shape"] else None
+                opened[file] = np.load(folder / file, mmap_mode=mode, allow_pickle=False)
+            array = opened[file]
+            if array.dtype.str != info["dtype"] or list(array.shape) != info["shape"]:
+                raise ValueError(f"{file} is not the array meta.json lists")
+            arrays[name] = array
+    except DataError:
+        raise
     except Exception as err:  # noqa: BLE001 - any unreadable cache is rebuilt
-        raise DataError(f"cache {file} is unreadable ({type(err).__name__})") from err
-    if int(arrays.get("cache_version", -1)) != CACHE_VERSION:
-        raise DataError(f"cache {file} was written by another version")
+        raise DataError(f"cache {folder} is unreadable ({type(err).__name__})") from err
     return arrays

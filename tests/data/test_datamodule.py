@@ -42,8 +42,8 @@ def test_cache_is_reused_and_rebuilt_when_parameters_change(tmp_path, monkeypatc
     cache = tmp_path / "cache"
     a = CTRDataModule(preset="tiny", cache_dir=str(cache))
     a.prepare_data()
-    files = list(cache.glob("*.npz"))
-    assert len(files) == 1
+    folders = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(folders) == 1
     calls = []
     monkeypatch.setattr(CTRDataModule, "process", lambda self: calls.append(1) or {})
     b = CTRDataModule(preset="tiny", cache_dir=str(cache))
@@ -53,7 +53,7 @@ def test_cache_is_reused_and_rebuilt_when_parameters_change(tmp_path, monkeypatc
     monkeypatch.undo()
     c = CTRDataModule(preset="tiny", top_k=4, cache_dir=str(cache))
     c.prepare_data()
-    assert len(list(cache.glob("*.npz"))) == 2
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 2
     assert not list(cache.glob("*.tmp"))
 
 

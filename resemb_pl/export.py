@@ -33,12 +33,15 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from resemb_pl.atomic import atomic_folder
 from resemb_pl.checkpoint import load_checkpoint
 from resemb_pl.errors import CheckpointError, DataError, ResembError
 from resemb_pl.nn.embedding import ItemEmbedding
 from resemb_pl.task import CTRTask
 
 EMBEDDING_FILES = ("embedding", "central", "residual")
+#: What ``embeddings`` writes in its folder; an export replaces exactly these and keeps the rest.
+EMBEDDING_EXPORT = ("items.parquet", *(f"{name}.npy" for name in EMBEDDING_FILES), "projector")
 
 
 def load_task(ckpt_path: str | Path) -> CTRTask:
@@ -91,12 +94,21 @@ class ItemTable:
     def save(self, out: str | Path, projector_items: int = 10000) -> Path:
         """Write ``items.parquet``, the ``.npy`` tables and the projector folder under ``out``.
 
+        The export is replaced as a whole or not at all: it is written in a folder beside
+        ``out`` and swapped in (:func:`~resemb_pl.atomic.atomic_folder`), so a failure (a full
+        disk) leaves the earlier export as it was. Other files in ``out``, such as the ``model``
+        export's, are kept.
+
         Args:
             out: The folder to write.
             projector_items: The first items (by dense id) shown in the projector; 0 for none.
         """
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(out, keep=lambda name: name not in EMBEDDING_EXPORT) as tmp:
+            self._write(tmp, projector_items)
+        return out
+
+    def _write(self, out: Path, projector_items: int) -> None:
         self.frame().to_parquet(out / "items.parquet", index=False)
         for name in EMBEDDING_FILES:
             np.save(out / f"{name}.npy", getattr(self, name))
@@ -112,7 +124,6 @@ class ItemTable:
                     metadata_header=["item_id", "category"],
                     tag="item_embedding",
                 )
-        return out
 
     @classmethod
     def load(cls, out: str | Path) -> ItemTable:
@@ -224,26 +235,30 @@ class PortableCTR(nn.Module):
 def export_model(task: CTRTask, out: str | Path, onnx: bool = True) -> list[Path]:
     """Save the portable model with ``torch.export`` (``model.pt2``) and, if possible, ONNX.
 
-    The batch size and the history length are dynamic.
+    The batch size and the history length are dynamic. The files are written beside ``out``
+    and swapped in together (:func:`~resemb_pl.atomic.atomic_folder`): a failure leaves the
+    earlier ones as they were, and other files in ``out`` are kept.
 
     Returns:
         The files written.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     model = PortableCTR(task.cpu())
     args = (torch.tensor([[1, 2, 0], [3, 0, 0]]).clamp(max=task.embedding.num_items),
             torch.tensor([1, 2]).clamp(max=task.embedding.num_items))
     batch, length = torch.export.Dim("batch", min=1), torch.export.Dim("length", min=1)
     shapes = {"hist": {0: batch, 1: length}, "target": {0: batch}}
     program = torch.export.export(model, args, dynamic_shapes=shapes)
-    files = [out / "model.pt2"]
-    torch.export.save(program, files[0])
-    if onnx and importlib.util.find_spec("onnxscript") is not None:
-        files.append(out / "model.onnx")
-        torch.onnx.export(model, args, files[-1], dynamo=True, dynamic_shapes=shapes,
-                          input_names=["hist", "target"], output_names=["probability"])
-    return files
+    names = ["model.pt2"]
+    mine = lambda name: name == "model.pt2" or name.startswith("model.onnx")  # noqa: E731
+    with atomic_folder(out, keep=lambda name: not mine(name)) as tmp:
+        torch.export.save(program, tmp / "model.pt2")
+        if onnx and importlib.util.find_spec("onnxscript") is not None:
+            names.append("model.onnx")
+            torch.onnx.export(model, args, tmp / "model.onnx", dynamo=True,
+                              dynamic_shapes=shapes, input_names=["hist", "target"],
+                              output_names=["probability"])
+    return [out / name for name in names]
 
 
 def main(argv: list[str] | None = None) -> None:

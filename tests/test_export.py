@@ -127,3 +127,74 @@ def test_export_errors(tmp_path, capsys):
         export_main(["nearest", f"--source={tmp_path}", "--item_id=a"])
     assert exit_info.value.code == 2
     assert "items.parquet: no such file" in capsys.readouterr().err
+
+
+def _table(scale: float) -> ItemTable:
+    e = np.arange(12, dtype=np.float32).reshape(4, 3) * scale
+    return ItemTable(np.array(["a", "b", "c", "d"]), np.array(["x", "x", "y", ""]), e,
+                     np.zeros_like(e), e)
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_export_folder_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    out = tmp_path / "export"
+    _table(1.0).save(out, projector_items=4)
+    (out / "model.pt2").write_bytes(b"the model export's file")  # not the embeddings export's
+    before = _contents(out)
+    assert {"items.parquet", "embedding.npy", "model.pt2"} <= before.keys()
+    assert any(name.startswith("projector/") for name in before)
+
+    real, calls = np.save, []
+
+    def fail_on_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(np, "save", fail_on_second)
+    with pytest.raises(OSError, match="No space left"):
+        _table(2.0).save(out, projector_items=4)
+    monkeypatch.undo()
+    assert _contents(out) == before  # the earlier export, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temporary folder
+    np.testing.assert_array_equal(ItemTable.load(out).embedding, _table(1.0).embedding)
+
+    _table(2.0).save(out, projector_items=0)
+    after = _contents(out)
+    np.testing.assert_array_equal(ItemTable.load(out).embedding, _table(2.0).embedding)
+    assert after["model.pt2"] == b"the model export's file"  # kept
+    assert not any(name.startswith("projector/") for name in after)  # stale, so gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_projector_config_survives_the_move(tmp_path):
+    _table(1.0).save(tmp_path / "export", projector_items=4)
+    config = (tmp_path / "export" / "projector" / "projector_config.pbtxt").read_text()
+    assert str(tmp_path) not in config  # relative paths: still right after the rename
+
+
+def test_model_export_keeps_the_embeddings_and_replaces_its_files(trained, tmp_path,
+                                                                   monkeypatch):
+    task = load_task(trained[0])
+    out = tmp_path / "export"
+    _table(1.0).save(out, projector_items=0)
+    (out / "model.onnx").write_bytes(b"stale onnx from an earlier export")
+    files = export_model(task, out, onnx=False)
+    assert files == [out / "model.pt2"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["items.parquet", "embedding.npy", "central.npy", "residual.npy", "model.pt2"])
+    before = _contents(out)
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.export, "save", fail)
+    with pytest.raises(OSError, match="No space left"):
+        export_model(task, out, onnx=False)
+    assert _contents(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

@@ -426,14 +426,15 @@ def summarize(
 
 def write_table(path: Path, rows: list[dict], columns: list[str], title: str) -> None:
     """Write ``rows`` as ``<path>.csv`` and a Markdown table ``<path>.md`` (with ``title``)."""
-    with open(path.with_suffix(".csv"), "w", newline="") as fh:
+    with atomic_open(path.with_suffix(".csv"), "w", newline="") as fh:
         writer = csv.DictWriter(fh, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: _plain(v) for k, v in r.items()} for r in rows)
     md = [f"# {title}", "", "| " + " | ".join(columns) + " |",
           "|" + "|".join("---" for _ in columns) + "|"]
     md += ["| " + " | ".join(_cell_text(r.get(c, "")) for c in columns) + " |" for r in rows]
-    path.with_suffix(".md").write_text("\n".join(md) + "\n")
+    with atomic_open(path.with_suffix(".md"), "w") as fh:
+        fh.write("\n".join(md) + "\n")
 
 
 def _cell_text(value: Any) -> str:
@@ -575,8 +576,10 @@ def setup(args: argparse.Namespace, experiment: str, **budget: Any) -> Setup:
         for f in out_dir.glob("results*.csv"):
             f.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "command.txt", "a") as fh:
-        fh.write(args.command + "\n")
+    history = out_dir / "command.txt"  # every command run in this folder, appended whole
+    earlier = history.read_text() if history.exists() else ""
+    with atomic_open(history, "w") as fh:
+        fh.write(earlier + args.command + "\n")
     settings = {"data": data, "budget": asdict(b), "lr": args.lr, "backbone": args.backbone,
                 "embedding_dim": args.embedding_dim, "residual_l2": args.residual_l2}
     settings["budget"].pop("accelerator")  # the device does not change what a cell means

@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from resemb_pl.atomic import atomic_open  # noqa: E402
 from resemb_pl.callbacks import LossCurves  # noqa: E402
 from resemb_pl.experiments import (  # noqa: E402
     EMBEDDINGS,
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
 
 def write_curve(path: Path, history: list[dict]) -> None:
     """Write a run's :class:`LossCurves` history as CSV."""
-    with open(path, "w", newline="") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, ["step", "epoch", "train_loss", "val_loss"])
         writer.writeheader()
         writer.writerows(history)
@@ -121,7 +122,8 @@ def plot(curves: dict[str, list[dict]], path: Path, dataset: str) -> list[dict]:
     ax.set_title(f"Fig. 5: train and validation loss ({dataset})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_open(path) as fh:
+        fig.savefig(fh, format=path.suffix[1:], dpi=120)
     plt.close(fig)
     return table
 

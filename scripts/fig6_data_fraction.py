@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from resemb_pl.atomic import atomic_open  # noqa: E402
 from resemb_pl.errors import ConfigError  # noqa: E402
 from resemb_pl.experiments import (  # noqa: E402
     EMBEDDINGS,
@@ -86,7 +87,8 @@ def plot(table: list[dict], path: Path, dataset: str) -> None:
     ax.legend(title="embedding")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_open(path) as fh:
+        fig.savefig(fh, format=path.suffix[1:], dpi=120)
     plt.close(fig)
 
 

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from resemb_pl.atomic import atomic_open  # noqa: E402
 from resemb_pl.callbacks import item_domains, top_items  # noqa: E402
 from resemb_pl.experiments import (  # noqa: E402
     EMBEDDINGS,
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> None:
                 task.eval()
                 table = task.embedding.item_table()[torch.as_tensor(items, device=task.device)]
             x, domain = table.float().cpu().numpy(), item_domains(dm)[items]
-            np.savez(emb_dir / f"{cell_id(cell)}.npz", items=items, x=x, domain=domain)
+            with atomic_open(emb_dir / f"{cell_id(cell)}.npz") as fh:
+                np.savez(fh, items=items, x=x, domain=domain)
             radius = envelope_radius(torch.from_numpy(x), torch.from_numpy(domain))
             return {"knn_purity": knn_purity(x[domain >= 0], domain[domain >= 0]),
                     "top_r_ratio": radius["r_ratio"]}
@@ -117,7 +119,8 @@ def plot(files: dict[str, Path], path: Path, dataset: str, args: argparse.Namesp
     fig.legend(handles, labels, loc="center right", fontsize="small", markerscale=2)
     fig.suptitle(f"Fig. 7: t-SNE of item embeddings coloured by interest domain ({dataset})")
     fig.tight_layout(rect=(0, 0, 0.85, 0.96))
-    fig.savefig(path, dpi=120)
+    with atomic_open(path) as fh:
+        fig.savefig(fh, format=path.suffix[1:], dpi=120)
     plt.close(fig)
 
 

@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from resemb_pl.atomic import atomic_open  # noqa: E402
 from resemb_pl.errors import ConfigError  # noqa: E402
 from resemb_pl.experiments import (  # noqa: E402
     CONVS,
@@ -101,7 +102,8 @@ def plot(rows: list[dict], plain: dict | None, path: Path, dataset: str, name: s
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_open(path) as fh:
+        fig.savefig(fh, format=path.suffix[1:], dpi=120)
     plt.close(fig)
 
 

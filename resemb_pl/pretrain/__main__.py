@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from jsonargparse import ArgumentParser
 
+from resemb_pl.atomic import atomic_open
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import ConfigError, ResembError
 from resemb_pl.pretrain.node2vec import pretrain_node2vec
@@ -59,7 +60,8 @@ def run(method: str, data: dict, out: str, options: dict) -> np.ndarray:
     array = table.numpy().astype(np.float32)
     array[0] = 0.0
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, array, allow_pickle=False)
+    with atomic_open(path) as fh:
+        np.save(fh, array, allow_pickle=False)
     trace = " -> ".join(f"{x:.4f}" for x in losses)
     print(f"{method}: loss {trace}; wrote {array.shape} to {path}")
     return array

@@ -29,7 +29,7 @@ from resemb_pl.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 2  # 2: a folder of .npy files (1 was one .npz)
-Source = Literal["synthetic", "interactions", "amazon", "movielens", "requests"]
+Source = Literal["synthetic", "interactions", "impressions", "amazon", "movielens", "requests"]
 
 
 class SampleDataset(Dataset):
@@ -155,8 +155,10 @@ class CTRDataModule(LightningDataModule):
 
     Args:
         source: ``synthetic`` (the interest-delay generator), ``interactions`` (a parquet or
-            csv in the canonical schema), ``amazon`` (a McAuley reviews dump, with
-            ``meta_path``), ``movielens`` (an official MovieLens folder) or ``requests``
+            csv of positive events, by default in the canonical schema), ``impressions`` (an
+            impression log with click labels: a parquet or csv file or a folder of parquet
+            part files; see :mod:`resemb_pl.data.impressions`), ``amazon`` (a McAuley reviews
+            dump, with ``meta_path``), ``movielens`` (an official MovieLens folder) or ``requests``
             (scoring requests with original item ids, read with the vocabulary of
             ``checkpoint``; see :mod:`resemb_pl.data.requests`; for ``predict`` only).
         path: The file or folder of a non-synthetic source.
@@ -167,7 +169,9 @@ class CTRDataModule(LightningDataModule):
         protocol: ``din`` (next-item positives and sampled negatives, any data) or
             ``movielens`` (every rating is a sample, label ``rating > 3``; needs ratings and
             ``split="user"``).
-        split: ``last`` (leave the last item of each user out) or ``user`` (split users).
+        split: ``last`` (leave the last item of each user out), ``user`` (split users) or
+            ``time`` (by the impressions' times; ``impressions`` only, which takes ``time`` or
+            ``user``).
         max_len: Longest history kept.
         window: Co-occurrence window of the interest graph (Algorithm 1's :math:`\\Delta`).
         top_k: Neighbours kept per item (Algorithm 1's :math:`K`).
@@ -184,6 +188,16 @@ class CTRDataModule(LightningDataModule):
         checkpoint: The checkpoint whose vocabulary reads ``requests`` (``resemb-pl predict``
             sets it from ``--ckpt_path``).
         output: Where ``resemb-pl predict`` writes the CTR probabilities (parquet).
+        columns: ``interactions`` and ``impressions``: our roles -> the file's column names,
+            where they differ, e.g. ``{user_id: uid, item_id: adgroup_id, label: clk,
+            timestamp: time_stamp, category_id: cate_id}`` (``label`` for impressions only).
+        time_fractions: ``split: time``: the shares of impressions in training and validation;
+            validation and test start at these quantiles of the times (test gets the rest).
+        val_from: ``split: time``: where validation starts instead, a time in the log's unit
+            or a date (``"2026-01-07"``); needs ``test_from``.
+        test_from: ``split: time``: where test starts.
+        sample_negatives: ``impressions``: add this many sampled negatives (items the user was
+            never shown) per click, for logs that hold clicks only.
 
     Example::
 
@@ -200,7 +214,7 @@ class CTRDataModule(LightningDataModule):
         on_bad_line: Literal["error", "skip"] = "error",
         preset: str = "small",
         protocol: Literal["din", "movielens"] = "din",
-        split: Literal["last", "user"] = "last",
+        split: Literal["last", "user", "time"] = "last",
         max_len: int = 50,
         window: int = 2,
         top_k: int = 8,
@@ -212,6 +226,11 @@ class CTRDataModule(LightningDataModule):
         download: str | None = None,
         checkpoint: str | None = None,
         output: str = "predictions.parquet",
+        columns: dict[str, str] | None = None,
+        time_fractions: tuple[float, float] = (0.8, 0.1),
+        val_from: int | float | str | None = None,
+        test_from: int | float | str | None = None,
+        sample_negatives: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -219,6 +238,8 @@ class CTRDataModule(LightningDataModule):
             raise ConfigError(f"data.path: required for source {source!r}")
         if protocol == "movielens" and split != "user":
             raise ConfigError("data.split: the MovieLens protocol splits users; set it to 'user'")
+        _check_impression_options(source, split, columns, sample_negatives, val_from, test_from,
+                                  time_fractions)
         for key, value in (("max_len", max_len), ("window", window), ("top_k", top_k),
                            ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
@@ -332,6 +353,8 @@ class CTRDataModule(LightningDataModule):
         kwargs = {}
         if h.source == "amazon":
             kwargs = {"meta_path": h.meta_path, "on_bad_line": h.on_bad_line}
+        elif h.source == "interactions" and h.get("columns"):
+            kwargs = {"columns": dict(h.columns)}
         return read_source(h.source, h.path, **kwargs)
 
     def _download(self) -> None:
@@ -364,6 +387,15 @@ class CTRDataModule(LightningDataModule):
                 raise ConfigError("data.checkpoint: required for source 'requests' "
                                   "(resemb-pl predict takes it from --ckpt_path)")
             return requests_arrays(h.path, h.checkpoint)
+        if h.source == "impressions":
+            from resemb_pl.data.impressions import impressions_arrays
+
+            return impressions_arrays(
+                h.path, columns=h.columns, max_len=h.max_len, split=h.split,
+                time_fractions=tuple(h.time_fractions), val_from=h.val_from,
+                test_from=h.test_from, sample_negatives=h.sample_negatives, window=h.window,
+                top_k=h.top_k, seed=h.seed,
+            )
         data = self.read_interactions()
         check_ids(data)
         data, dropped = drop_short_users(data)
@@ -469,7 +501,9 @@ class CTRDataModule(LightningDataModule):
         return _read_cache(folder)
 
 
-def _check_impression_options(source, split, columns, sample_negatives, val_from, test_from):
+def _check_impression_options(
+    source, split, columns, sample_negatives, val_from, test_from, time_fractions
+) -> None:
     """Refuse the options of impression logs where they mean nothing, naming the key."""
     if source == "impressions" and split not in ("time", "user"):
         raise ConfigError(f"data.split: an impression log splits by 'time' or 'user', got "
@@ -487,6 +521,12 @@ def _check_impression_options(source, split, columns, sample_negatives, val_from
     for key, value in (("val_from", val_from), ("test_from", test_from)):
         if value is not None and split != "time":
             raise ConfigError(f"data.{key}: only with data.split 'time', not {split!r}")
+    if source == "impressions":
+        from resemb_pl.data.impressions import check_time_split, resolve_columns
+
+        resolve_columns(columns)
+        if split == "time":
+            check_time_split(time_fractions, val_from, test_from)
 
 
 # Parameters of CTRDataModule that do not change the processed arrays (the input files count

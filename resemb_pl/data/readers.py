@@ -304,6 +304,17 @@ def _item_categories(items_path: Path, item: str, category: str) -> tuple[pd.Ser
     return mapping, names
 
 
+def _mapped(missing: list[str], columns: dict[str, str]) -> str:
+    """``'uid' (data.columns.user_id)``: each missing column with the key that names it."""
+    role = {name: key for key, name in columns.items()}
+    out = []
+    for name in missing:
+        key = role.get(name, name if name in CANONICAL_COLUMNS else None)
+        how = f"data.columns.{key}" if name in role else f"map it with data.columns.{key}"
+        out.append(f"{name!r} ({how})" if key else repr(name))
+    return ", ".join(out)
+
+
 def read_interactions(
     path: str | Path,
     *,
@@ -338,7 +349,9 @@ def read_interactions(
     unknown = sorted(set(columns) - set(CANONICAL_COLUMNS))
     if unknown:
         expected = ", ".join(CANONICAL_COLUMNS)
-        raise ConfigError(f"columns: unknown name(s) {', '.join(unknown)}; expected {expected}")
+        raise ConfigError(
+            f"data.columns: unknown name(s) {', '.join(unknown)}; expected {expected}"
+        )
     path = _existing(path)
     if path.is_dir():
         if not (path / "interactions.parquet").is_file():
@@ -358,7 +371,8 @@ def read_interactions(
         needed.remove(category)  # it is a column of the item table
     missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
     if missing:
-        raise DataError(f"{source}: missing column(s) {', '.join(map(repr, missing))}")
+        raise DataError(f"{source}: missing column(s) {_mapped(missing, columns)}; the "
+                        f"columns are {', '.join(map(str, frame.columns))}")
 
     for col in (user, item):
         if pd.api.types.is_numeric_dtype(frame[col]):

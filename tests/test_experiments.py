@@ -192,7 +192,10 @@ def test_tsne_separates_clusters():
     x = rng.normal(size=(90, 10)) * 0.1 + np.eye(10)[labels] * 5
     y = tsne(x, perplexity=10, iterations=400)
     assert y.shape == (90, 2)
-    assert knn_purity(y, labels, k=5) == 1.0
+    # A stochastic embedding: an odd point can land beside another cluster (over 50 data and
+    # t-SNE seeds the purity ranged 0.978-1.0), so the margin, not an exact 1.0. Points
+    # without clusters stay near chance (1/3; at most 0.42 over 200 seeds).
+    assert knn_purity(y, labels, k=5) >= 0.95
     assert knn_purity(rng.normal(size=(90, 10)), labels, k=5) < 0.6
 
 

@@ -157,8 +157,13 @@ _STATE = pytest.StashKey[GlobalState]()
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item):
     """Snapshot the global state before the test's fixtures (module and session scoped ones
-    included, so that what they change is undone as well)."""
+    included, so that what they change is undone as well), then seed the global RNGs with 0:
+    a test's unseeded draws do not depend on which tests were collected or ran before it
+    (with ``-p randomly``, pytest-randomly then reseeds ``random`` and numpy per test)."""
     item.stash[_STATE] = GlobalState()
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
     return (yield)
 
 

@@ -53,6 +53,7 @@ def test_a_test_that_leaves_a_change_errors_at_teardown(pytester):
 
         def test_leaks_threads():
             torch.set_num_threads(torch.get_num_threads() + 1)
+            torch.manual_seed(1)  # the RNGs are restored without an error
 
         def test_leaks_env(monkeypatch):
             os.environ["RESEMB_TEST_LEAK"] = "1"
@@ -61,6 +62,8 @@ def test_a_test_that_leaves_a_change_errors_at_teardown(pytester):
         def test_sees_the_initial_state():
             assert "RESEMB_TEST_LEAK" not in os.environ
             assert torch.get_num_threads() == int(os.environ["EXPECTED_THREADS"])
+            seeded = torch.Generator().manual_seed(0)
+            assert torch.equal(torch.rand(2), torch.rand(2, generator=seeded))
     """)
     os.environ["EXPECTED_THREADS"] = str(torch.get_num_threads())
     try:

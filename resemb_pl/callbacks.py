@@ -6,17 +6,27 @@
   projector with category labels.
 - :class:`LossCurves` records the training and validation loss at every validation, on the
   same step scale, for the overfitting curves of Fig. 5.
+- :class:`ProvenanceSaveConfig` saves a CLI run's ``config.yaml`` (atomically) with the version
+  and git commit of the code on its first line.
+
+With a TensorBoard logger, both monitors also draw their figure when fitting ends
+(``add_figure``, the IMAGES tab): the domain radii of Theorem 1 and the loss curves of Fig. 5.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from resemb_pl.atomic import atomic_open
 from resemb_pl.metrics import envelope_radius
 from resemb_pl.nn.embedding import ResEmbedding
+from resemb_pl.provenance import provenance_line
 
 
 def item_frequency(datamodule) -> np.ndarray:
@@ -85,6 +95,8 @@ class EmbeddingMonitor(Callback):
         projector_items: Rows sent to the projector (the most clicked items).
         projector_every_n_epochs: Also send the table every ``n`` epochs; ``None`` sends it once,
             when fitting ends; ``0`` never.
+        max_domains: Domains drawn in the radius figure sent when fitting ends (the most
+            populous ones).
 
     Example::
 
@@ -96,11 +108,13 @@ class EmbeddingMonitor(Callback):
         radius_items: int | None = None,
         projector_items: int = 1000,
         projector_every_n_epochs: int | None = None,
+        max_domains: int = 30,
     ) -> None:
         super().__init__()
         self.radius_items = radius_items
         self.projector_items = projector_items
         self.projector_every_n_epochs = projector_every_n_epochs
+        self.max_domains = max_domains
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or trainer.datamodule is None:
@@ -117,6 +131,37 @@ class EmbeddingMonitor(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.projector_every_n_epochs is None:
             self.send_to_projector(trainer, pl_module)
+        self.send_radius_figure(trainer, pl_module)
+
+    @torch.no_grad()
+    def send_radius_figure(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Draw each domain's envelope radius against the radius of all items (Theorem 1).
+
+        The ``max_domains`` most populous domains of the clicked items, as bars; lines mark the
+        radius of all items and the mean domain radius. Sent as ``theorem1/domain_radius``.
+        """
+        logger, dm = trainer.logger, trainer.datamodule
+        if not isinstance(logger, TensorBoardLogger) or dm is None or not trainer.is_global_zero:
+            return
+        items = top_items(dm, self.radius_items)
+        domains = item_domains(dm)[items]
+        known = domains >= 0
+        if not known.any():
+            return
+        embedding = pl_module.embedding
+        was_training = embedding.training
+        embedding.eval()
+        try:
+            rows = torch.as_tensor(items[known], dtype=torch.long, device=embedding._device())
+            table = embedding.item_table()[rows].double().cpu()
+        finally:
+            embedding.train(was_training)
+        stats = embedding_stats(pl_module, dm, items)
+        figure = radius_figure(table, domains[known], stats, self.max_domains,
+                               title=f"Theorem 1: envelope radius per domain "
+                                     f"({type(embedding).__name__}, step {trainer.global_step})")
+        logger.experiment.add_figure("theorem1/domain_radius", figure,
+                                     global_step=trainer.global_step, close=True)
 
     @torch.no_grad()
     def send_to_projector(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -149,10 +194,12 @@ class LossCurves(Callback):
 
     ``train_loss`` is the mean cross-entropy (``train/bce``, without the regulariser) of the
     batches since the previous validation; ``val_loss`` is ``val/logloss``; ``step`` is the
-    number of optimizer steps taken. Each validation also sends ``val/loss`` (the same number)
-    to the logger at the step Lightning logs ``train/loss`` and ``val/logloss`` at, so that
-    TensorBoard draws both losses on one step axis. Set ``Trainer(val_check_interval=...)`` for
-    several points per epoch.
+    number of optimizer steps taken. Set ``Trainer(val_check_interval=...)`` for several points
+    per epoch.
+
+    With a TensorBoard logger, the CUSTOM SCALARS tab gets one chart, ``loss/train vs
+    validation``, of ``train/bce`` and ``val/logloss`` (Lightning logs both at the same step
+    scale), and fitting ends with the figure ``fig5/loss_curves`` of :attr:`history`.
 
     Attributes:
         history: One dict per validation: ``step``, ``epoch``, ``train_loss``, ``val_loss``.
@@ -162,6 +209,17 @@ class LossCurves(Callback):
         super().__init__()
         self.history: list[dict[str, float]] = []
         self._sum, self._count = 0.0, 0
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero:
+            trainer.logger.experiment.add_custom_scalars(
+                {"loss": {"train vs validation": ["Multiline", ["^train/bce$", "^val/logloss$"]]}}
+            )
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if isinstance(trainer.logger, TensorBoardLogger) and trainer.is_global_zero and self.history:
+            trainer.logger.experiment.add_figure("fig5/loss_curves", loss_figure(self.history),
+                                                 global_step=trainer.global_step, close=True)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module, outputs, batch, batch_idx) -> None:
         bce = trainer.callback_metrics.get("train/bce")
@@ -174,10 +232,6 @@ class LossCurves(Callback):
         if trainer.sanity_checking or "val/logloss" not in trainer.callback_metrics:
             return
         val_loss = float(trainer.callback_metrics["val/logloss"])
-        if trainer.logger is not None:
-            # The step Lightning itself logs train/loss and val/logloss at (batches stepped).
-            step = trainer.fit_loop.epoch_loop._batches_that_stepped
-            trainer.logger.log_metrics({"val/loss": val_loss}, step=step)
         self.history.append({
             "step": trainer.global_step,
             "epoch": trainer.current_epoch,
@@ -185,3 +239,97 @@ class LossCurves(Callback):
             "val_loss": val_loss,
         })
         self._sum, self._count = 0.0, 0
+
+
+# -- figures ------------------------------------------------------------------------------------
+def radius_figure(table: torch.Tensor, domains: np.ndarray, stats: dict[str, float],
+                  max_domains: int = 30, title: str = "Theorem 1: envelope radius per domain"):
+    """Bars of the envelope radius of each domain of ``table``'s rows, most populous first.
+
+    Args:
+        table: Embeddings of items with a known domain, ``(n, dim)``.
+        domains: The domain of each row, ``(n,)``.
+        stats: :func:`embedding_stats` of the items (``r_all``, ``r_mean``, ``res_ratio``).
+        max_domains: Draw this many domains at most.
+        title: The figure's title.
+
+    Returns:
+        A matplotlib figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, counts = np.unique(domains, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:max_domains]
+    radii = []
+    for z in names[order]:
+        rows = table[torch.as_tensor(domains == z)]
+        radii.append(float((rows - rows.mean(0)).norm(dim=1).max()))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(range(len(radii)), radii, color="C0", label="domain radius")
+    ax.axhline(stats["r_all"], color="C3", linestyle="--", label="all items")
+    ax.axhline(stats["r_mean"], color="C1", linestyle=":", label="mean domain radius")
+    ax.set_xticks(range(len(radii)), [str(z) for z in names[order]], rotation=90, fontsize=7)
+    ax.set_xlabel(f"domain ({len(radii)} of {len(names)}, most items first)")
+    ax.set_ylabel("radius (largest distance from the domain mean)")
+    text = f"r_ratio = {stats['r_ratio']:.3f}"
+    if "res_ratio" in stats:
+        text += f", ||R|| / ||W·Cb|| = {stats['res_ratio']:.3f}"
+    ax.set_title(f"{title}\n{text}", fontsize=10)
+    ax.set_ylim(0, 1.25 * max([stats["r_all"], *radii]))
+    ax.legend(loc="upper right", fontsize=8, ncols=3)
+    fig.tight_layout()
+    return fig
+
+
+def loss_figure(history: list[dict[str, float]]):
+    """Train and validation loss of a :class:`LossCurves` history against the optimizer step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    step = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(step, [h["train_loss"] for h in history], "-o", label="train (cross-entropy)")
+    ax.plot(step, [h["val_loss"] for h in history], "--o", label="validation (logloss)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title("Fig. 5: train and validation loss")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# -- config.yaml ------------------------------------------------------------------------------
+class ProvenanceSaveConfig(SaveConfigCallback):
+    """Lightning's :class:`~lightning.pytorch.cli.SaveConfigCallback`, naming the code that ran.
+
+    The run's ``config.yaml`` starts with a comment such as ``# resemb_pl 0.1.0, git
+    dd92367...`` (:func:`resemb_pl.provenance.provenance_line`), so it still loads with
+    ``--config``, and is written with :func:`~resemb_pl.atomic.atomic_open`. ``ResembCLI``
+    uses it for every run.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved or self.multifile or not self.save_to_log_dir:
+            super().setup(trainer, pl_module, stage)
+            return
+        log_dir = trainer.log_dir  # broadcasts the directory
+        path = os.path.join(log_dir, self.config_filename)
+        exists = os.path.isfile(path) if trainer.is_global_zero else False
+        if trainer.strategy.broadcast(exists) and not self.overwrite:
+            raise RuntimeError(
+                f"{path} exists; set LightningCLI(save_config_kwargs={{'overwrite': True}}) or "
+                "use another log folder"
+            )
+        if trainer.is_global_zero:
+            text = self.parser.dump(self.config, skip_none=False)
+            with atomic_open(path, "w") as fh:
+                fh.write(f"# {provenance_line()}\n{text}")
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+

@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from resemb_pl.callbacks import ProvenanceSaveConfig
 from resemb_pl.checkpoint import (
     PreemptionCheckpoint,
     SafeCheckpointIO,
@@ -28,6 +29,11 @@ from resemb_pl.task import CTRTask
 
 class ResembCLI(LightningCLI):
     """LightningCLI whose model learns ``num_items`` and ``num_categories`` from the data."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Every run's config.yaml names the code that wrote it (version, git commit).
+        kwargs.setdefault("save_config_callback", ProvenanceSaveConfig)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections import ChainMap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
 from resemb_pl.checkpoint import check_compatible
 from resemb_pl.errors import CheckpointError, ConfigError
-from resemb_pl.factory import as_factory, describe
+from resemb_pl.factory import as_factory, describe, locate
 from resemb_pl.metrics import GroupAUC, LogLoss
 from resemb_pl.nn.embedding import ItemEmbedding, PlainEmbedding
 from resemb_pl.nn.models import DIN
 from resemb_pl.optim import RowAdam, closure_loss
+from resemb_pl.provenance import provenance
 
 EmbeddingFactory = Callable[[int, int], ItemEmbedding]
 BackboneFactory = Callable[[ItemEmbedding, int], nn.Module]
@@ -211,6 +216,8 @@ class CTRTask(LightningModule):
             )
         if datamodule is not None and stage == "fit" and hasattr(self.embedding, "set_item_counts"):
             self.embedding.set_item_counts(datamodule.samples("train"))
+        if stage in ("fit", "test") and self._trainer is not None:
+            self._log_readable_hparams()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.item_vocab is not None:
@@ -224,6 +231,32 @@ class CTRTask(LightningModule):
         vocab = checkpoint.get("resemb_vocab")
         if vocab is not None:
             self.item_vocab, self.category_vocab = list(vocab["items"]), list(vocab["categories"])
+
+    def _log_readable_hparams(self) -> None:
+        """Send :func:`readable_hparams` to each logger once, with :data:`HPARAMS_METRICS`.
+
+        Called from :meth:`setup` of ``fit`` and ``test`` (a ``resemb-pl test`` is a run of its
+        own), before Lightning would log hyperparameters.
+
+        TensorBoard's HPARAMS tab then shows one row per run: these flat keys and the last
+        value of each metric in the run. Lightning's own logging of the raw, nested
+        hyperparameters of the task and the data module (with internals like
+        ``_instantiator``, which the tab cannot show) is turned off for the run: with two sets
+        of hyperparameters in one run, the tab would show either.
+        """
+        trainer = self.trainer
+        trainer.enable_autolog_hparams = False
+        done = self.__dict__.setdefault("_hparams_logged_to", set())
+        data = getattr(getattr(trainer, "datamodule", None), "hparams", None)
+        params = readable_hparams(self.hparams, data)
+        for logger in trainer.loggers:
+            if id(logger) in done:
+                continue
+            done.add(id(logger))
+            if isinstance(logger, TensorBoardLogger):
+                log_tensorboard_hparams(logger, params, HPARAMS_METRICS)
+            else:
+                logger.log_hyperparams(params)
 
     def set_vocabulary(
         self,
@@ -256,3 +289,109 @@ class CTRTask(LightningModule):
         metrics["logloss"].update(logits, label)
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, prog_bar=name == "auc", batch_size=label.numel())
+
+
+# -- hyperparameters as TensorBoard shows them --------------------------------------------------
+#: The metrics that TensorBoard's HPARAMS tab shows beside each run's hyperparameters.
+HPARAMS_METRICS = ("val/auc", "val/gauc", "test/auc", "test/gauc")
+
+
+def _class_name(spec) -> str:
+    """``ResEmbedding`` for ``{"class_path": "resemb_pl.nn.ResEmbedding", ...}``; ``none``."""
+    if spec is None:
+        return "none"
+    if isinstance(spec, dict) and "class_path" in spec:
+        return str(spec["class_path"]).rpartition(".")[2]
+    return getattr(spec, "__name__", str(spec))
+
+
+def _init_arg(spec, name: str, missing: float | str) -> float | str:
+    """An argument of a ``class_path`` spec: its ``init_args`` value, else the class's default.
+
+    ``missing`` when the class takes no such argument (or it is ``None``).
+    """
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        return missing
+    args = spec.get("init_args") or {}
+    if name in args:
+        value = args[name]
+    else:
+        try:
+            parameter = inspect.signature(locate(spec["class_path"])).parameters.get(name)
+        except (ConfigError, TypeError, ValueError):
+            parameter = None
+        if parameter is None or parameter.default is inspect.Parameter.empty:
+            return missing
+        value = parameter.default
+    return missing if value is None else value
+
+
+def readable_hparams(hparams: Mapping, data: Mapping | None = None) -> dict[str, str | int | float]:
+    """A task's (and its data's) hyperparameters as flat keys with one plain value each.
+
+    The same keys for every run, whatever its embedding, so that TensorBoard's HPARAMS tab shows
+    runs side by side: ``embedding``, ``conv`` and ``backbone`` (class names; ``conv`` is
+    ``none`` without one), ``residual_l2`` (0 for an embedding without a residual),
+    ``embedding_l2`` (a plain embedding's ``l2``), ``num_layers``, ``optimizer``, ``lr`` (0 if
+    unknown), ``weight_decay``, ``lr_scheduler``, ``embedding_dim``, ``num_items``, ``num_categories``,
+    ``data_source``, ``data_path`` (empty for synthetic data), ``data_preset`` (synthetic data
+    only), ``data_seed``, ``batch_size``, ``max_len``, ``seed`` (the run's
+    ``seed_everything``, -1 if none), ``version`` and ``git_commit``
+    (:func:`resemb_pl.provenance.provenance`).
+
+    Args:
+        hparams: The task's ``hparams`` (factories as ``class_path`` dicts).
+        data: The data module's ``hparams``, if any.
+
+    Example::
+
+        readable_hparams(task.hparams, datamodule.hparams)["conv"]  # 'DotAttentionConv'
+    """
+    embedding, optimizer = hparams.get("embedding"), hparams.get("optimizer")
+    data = data or {}
+    source = str(data.get("source", ""))
+    conv = _init_arg(embedding, "conv", "none")
+    seed = os.environ.get("PL_GLOBAL_SEED", "")
+    return {
+        "embedding": _class_name(embedding),
+        "conv": conv if conv == "none" else _class_name(conv),
+        "backbone": _class_name(hparams.get("backbone")),
+        "residual_l2": float(_init_arg(embedding, "residual_l2", 0.0)),
+        "embedding_l2": float(_init_arg(embedding, "l2", 0.0)),
+        "num_layers": int(_init_arg(embedding, "num_layers", 0)),
+        "optimizer": _class_name(optimizer),
+        "lr": float(_init_arg(optimizer, "lr", 0.0)),
+        "weight_decay": float(_init_arg(optimizer, "weight_decay", 0.0)),
+        "lr_scheduler": _class_name(hparams.get("lr_scheduler")),
+        "embedding_dim": int(hparams.get("embedding_dim", 0)),
+        "num_items": int(hparams.get("num_items", 0)),
+        "num_categories": int(hparams.get("num_categories", 0)),
+        "data_source": source,
+        "data_path": str(data.get("path") or ""),
+        "data_preset": str(data.get("preset", "")) if source == "synthetic" else "",
+        "data_seed": int(data.get("seed", -1)),
+        "batch_size": int(data.get("batch_size", 0)),
+        "max_len": int(data.get("max_len", 0)),
+        "seed": int(seed) if seed.lstrip("-").isdigit() else -1,
+        **provenance(),
+    }
+
+
+@rank_zero_only
+def log_tensorboard_hparams(
+    logger: TensorBoardLogger, params: dict[str, str | int | float], metrics: Sequence[str]
+) -> None:
+    """Write ``params`` as the run's hyperparameters and ``metrics`` as its HPARAMS metrics.
+
+    Only the names of ``metrics`` are written: the tab shows the last value that the run logs
+    under each (``test/auc`` once the run is tested), so no placeholder value is logged. The
+    parameters also go to the logger's ``hparams.yaml``.
+    """
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    logger.hparams.update(params)  # what log_hyperparams keeps for hparams.yaml
+    experiment, start, end = hparams_summary(params, dict.fromkeys(metrics, 0.0))
+    writer = logger.experiment._get_file_writer()
+    for summary in (experiment, start, end):
+        writer.add_summary(summary)
+

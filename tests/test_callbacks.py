@@ -5,7 +5,10 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar.layout_pb2 import Layout
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch_geometric.data import Data
 
 from resemb_pl.callbacks import (
@@ -13,6 +16,7 @@ from resemb_pl.callbacks import (
     LossCurves,
     embedding_stats,
     item_domains,
+    radius_figure,
     top_items,
 )
 from resemb_pl.data.datamodule import CTRDataModule
@@ -20,7 +24,7 @@ from resemb_pl.data.protocols import Samples
 from resemb_pl.experiments import model_spec
 from resemb_pl.nn import PlainEmbedding, ResEmbedding
 from resemb_pl.nn.conv import MeanConv
-from resemb_pl.task import CTRTask
+from resemb_pl.task import HPARAMS_METRICS, CTRTask, readable_hparams
 
 
 def fake_datamodule(targets, labels, category, domain=None):
@@ -114,9 +118,53 @@ def test_loss_curves_at_the_train_step_scale(fitted):
     assert history[-1]["val_loss"] == pytest.approx(float(fitted.trainer.callback_metrics[
         "val/logloss"]))
     assert all(0.5 < h["train_loss"] < 1.0 for h in history)
+    events = EventAccumulator(str(fitted.log_dir), size_guidance={"tensors": 0}).Reload()
+    assert "val/loss" not in events.Tags()["scalars"]  # val/logloss is the validation loss
+    val_steps = [e.step for e in events.Scalars("val/logloss")]
+    assert val_steps == [e.step for e in events.Scalars("train/bce")][1::2]  # after batch 2, 4
+    # one CUSTOM SCALARS chart draws both losses on that step axis
+    (config,) = events.Tensors("custom_scalars__config__")
+    layout = Layout.FromString(config.tensor_proto.string_val[0])
+    (category,) = layout.category
+    (chart,) = category.chart
+    assert (category.title, chart.title) == ("loss", "train vs validation")
+    assert list(chart.multiline.tag) == ["^train/bce$", "^val/logloss$"]
+
+
+def test_figures_go_to_tensorboard_when_fitting_ends(fitted):
+    events = EventAccumulator(str(fitted.log_dir), size_guidance={"images": 0}).Reload()
+    for tag in ("fig5/loss_curves", "theorem1/domain_radius"):
+        (image,) = events.Images(tag)
+        assert image.step == fitted.trainer.global_step
+        assert image.encoded_image_string[:4] == b"\x89PNG"
+
+
+def test_radius_figure_hand_case():
+    table = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [10.0, 4.0], [10.0, 2.0]])
+    domains = np.array([5, 5, 7, 7, 7])
+    stats = {"r_all": 6.0, "r_mean": 1.5, "r_ratio": 0.25}
+    figure = radius_figure(table, domains, stats)
+    ax = figure.axes[0]
+    # domain 7 (3 items) first: mean (10, 2), radius 2; domain 5: mean (1, 0), radius 1
+    assert [bar.get_height() for bar in ax.patches] == pytest.approx([2.0, 1.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["7", "5"]
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == [6.0, 1.5]
+    assert radius_figure(table, domains, stats, max_domains=1).axes[0].patches[0].get_height() \
+        == pytest.approx(2.0)
+
+
+def test_task_logs_readable_hparams_not_lightnings_raw_ones(fitted):
     events = EventAccumulator(str(fitted.log_dir)).Reload()
-    val_steps = [e.step for e in events.Scalars("val/loss")]
-    assert val_steps == [e.step for e in events.Scalars("val/logloss")]
-    assert val_steps == [e.step for e in events.Scalars("train/loss")][1::2]  # after batch 2, 4
-    assert [e.value for e in events.Scalars("val/loss")] == pytest.approx(
-        [e.value for e in events.Scalars("val/logloss")])
+    content = events.PluginTagToContent("hparams")
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [m.name.tag for m in experiment.metric_infos] == list(HPARAMS_METRICS)
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    expected = readable_hparams(fitted.task.hparams, fitted.dm.hparams)
+    assert set(start.session_start_info.hparams) == set(expected)
+    assert start.session_start_info.hparams["conv"].string_value == "DotAttentionConv"
+    # The logger keeps Lightning's default_hp_metric=True: no placeholder was logged all the same.
+    assert "hp_metric" not in events.Tags()["scalars"]
+    saved = yaml.safe_load((fitted.log_dir / "hparams.yaml").read_text())
+    assert saved.pop("seed") == 0  # seed_everything(0) of the fit (the test's env is reset)
+    expected.pop("seed")
+    assert saved == expected and "_instantiator" not in saved

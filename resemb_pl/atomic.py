@@ -50,7 +50,9 @@ def atomic_open(
     If the block raises (or the disk fills while the file is closed), the temporary file is
     removed and ``path`` is untouched, so a reader never sees a half-written file. The file gets
     a normal file's mode (``0666`` less the umask) rather than ``mkstemp``'s ``0600``, so a
-    cache shared between users stays readable.
+    cache shared between users stays readable. The block gets the file wrapped so that writes
+    after a failed one, or after the block, are dropped (see :class:`_GuardedFile`); a full
+    disk is an ``OSError`` ``ENOSPC`` naming ``path`` whatever the writer raised.
 
     Args:
         path: The file to write.
@@ -72,19 +74,64 @@ def atomic_open(
         except BaseException:
             os.close(fd)
             raise
+        guarded = _GuardedFile(fh)
         with fh:
-            yield fh
+            try:
+                yield guarded
+            finally:
+                guarded.closed_ = True
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        explained = _explain(err, path, tmp)  # before the temporary frees its space
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if explained is not None:
+            raise explained from err
         raise
     if fsync:
         _fsync_folder(path.parent)
+
+
+class _GuardedFile:
+    """The file :func:`atomic_open` yields: its writes, once one has failed or once the block is
+    over, are dropped instead of raising again.
+
+    A serialiser that tries to finish its output again after a failure (a C++ destructor, where
+    a second error would abort the process) writes into the void: the temporary file is deleted
+    anyway. Writes go through Python's ``write``, so numpy, too, reports a full disk with its
+    errno rather than as ``"400 requested and 47 written"``. Every other attribute is the
+    file's.
+    """
+
+    def __init__(self, fh: IO) -> None:
+        self._fh, self.failed, self.closed_ = fh, False, False
+
+    def write(self, data):
+        if self.failed or self.closed_:
+            return len(data)
+        try:
+            return self._fh.write(data)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if not (self.failed or self.closed_):
+            self._fh.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._fh, name)
+
+    def __iter__(self):
+        return iter(self._fh)
 
 
 def atomic_write(
@@ -138,9 +185,49 @@ def atomic_folder(
                     _carry(Path(entry.path), tmp / entry.name)
         os.chmod(tmp, 0o777 & ~_umask())
         _swap_in(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        explained = _explain(err, path, tmp)  # before the temporary frees its space
         shutil.rmtree(tmp, ignore_errors=True)
+        if explained is not None:
+            raise explained from err
         raise
+
+
+def _explain(err: BaseException, path: Path, tmp: str | Path) -> OSError | None:
+    """A failed write as an ``OSError`` that names ``path``, or ``None`` to keep ``err``.
+
+    Writers report a full disk in their own ways: numpy as ``OSError("400 requested and 47
+    written")`` without an errno, torch's serialisers as a ``RuntimeError``. Such an error,
+    raised while the disk under ``path`` is full, becomes ``[Errno 28] No space left on device:
+    '<path>'``. An ``OSError`` with an errno gets ``path`` as its file name when it names none
+    or the temporary.
+    """
+    tmp = str(tmp)
+    if isinstance(err, OSError) and err.errno is not None:
+        name = err.filename
+        if name is None or str(name) == tmp or str(name).startswith(tmp + os.sep):
+            name = str(path) + ("" if name is None else str(name)[len(tmp):])
+            return OSError(err.errno, err.strerror, name)
+        return None
+    if isinstance(err, (OSError, RuntimeError)) and _disk_full(path.parent):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has (next to) no room left for this user."""
+    try:
+        st = os.statvfs(folder)
+    except (AttributeError, OSError):  # no statvfs (Windows)
+        try:
+            return shutil.disk_usage(folder).free < _FULL
+        except OSError:
+            return False
+    root = getattr(os, "geteuid", lambda: 1)() == 0
+    return (st.f_bfree if root else st.f_bavail) * st.f_frsize < _FULL
+
+
+_FULL = 1 << 20  # a failed write leaves less than a buffer's worth free
 
 
 def _carry(src: Path, dst: Path) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,7 +253,12 @@ def export_model(task: CTRTask, out: str | Path, onnx: bool = True) -> list[Path
     names = ["model.pt2"]
     mine = lambda name: name == "model.pt2" or name.startswith("model.onnx")  # noqa: E731
     with atomic_folder(out, keep=lambda name: not mine(name)) as tmp:
-        torch.export.save(program, tmp / "model.pt2")
+        # Serialised in memory first: torch's archive writer, failing on a full disk, aborts
+        # the process from its destructor (std::terminate) instead of raising.
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        with open(tmp / "model.pt2", "wb") as fh:
+            fh.write(buffer.getbuffer())
         if onnx and importlib.util.find_spec("onnxscript") is not None:
             names.append("model.onnx")
             torch.onnx.export(model, args, tmp / "model.onnx", dynamo=True,

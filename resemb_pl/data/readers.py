@@ -28,7 +28,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from resemb_pl.data.interactions import Interactions, canonicalize
+from resemb_pl.data.interactions import (
+    Interactions,
+    canonicalize,
+    check_scalar_column,
+    normalize_ids,
+    time_values,
+)
 from resemb_pl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -287,17 +293,27 @@ def _read_table(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
+def _id_keys(frame: pd.DataFrame, column: str, source: str) -> np.ndarray:
+    """The ids of ``column`` as the strings that training and requests match them by."""
+    ids, valid = normalize_ids(frame[column], source=source, column=column)
+    if not valid.all():
+        row = int(np.flatnonzero(~valid)[0])
+        raise DataError(f"{source}: column {column!r} has a missing value at row {row}")
+    return ids.astype(str)
+
+
 def _item_categories(items_path: Path, item: str, category: str) -> tuple[pd.Series, dict | None]:
     """Category of each item from an item table, and its ``category_name`` column if any."""
     items = _read_table(items_path)
     missing = [c for c in (item, category) if c not in items.columns]
     if missing:
         raise DataError(f"{items_path}: missing column(s) {', '.join(map(repr, missing))}")
-    repeated = np.flatnonzero(items[item].duplicated().to_numpy())
+    keys = _id_keys(items, item, str(items_path))
+    repeated = np.flatnonzero(pd.Series(keys).duplicated().to_numpy())
     if len(repeated):
         row = repeated[0]
         raise DataError(f"{items_path}: row {row} repeats item {items[item].iloc[row]}")
-    mapping = pd.Series(items[category].to_numpy(), index=items[item].to_numpy(), dtype=object)
+    mapping = pd.Series(items[category].to_numpy(), index=keys, dtype=object)
     names = None
     if "category_name" in items.columns:
         names = dict(zip(items[category], items["category_name"], strict=True))
@@ -374,11 +390,18 @@ def read_interactions(
         raise DataError(f"{source}: missing column(s) {_mapped(missing, columns)}; the "
                         f"columns are {', '.join(map(str, frame.columns))}")
 
+    for col in dict.fromkeys([user, item, time, *columns.values()]):
+        if col in frame.columns:
+            check_scalar_column(frame, col, source)  # before anything hashes the values
     for col in (user, item):
         if pd.api.types.is_numeric_dtype(frame[col]):
-            negative = np.flatnonzero(frame[col].to_numpy() < 0)
+            negative = np.flatnonzero(frame[col].lt(0).to_numpy(dtype=bool, na_value=False))
             if len(negative):
                 raise DataError(f"{source}: column {col!r} has a negative id at row {negative[0]}")
+        missing_id = np.flatnonzero(frame[col].isna().to_numpy())
+        if len(missing_id):  # here, so that the row is the file's, before duplicates go
+            raise DataError(f"{source}: column {col!r} has a missing value at row {missing_id[0]}")
+    time_values(frame[time], source=source, column=time)  # likewise: checked in file rows
     repeated = frame.duplicated([user, item, time]).to_numpy()
     if repeated.any():
         if duplicates == "error":
@@ -391,7 +414,10 @@ def read_interactions(
     names = None
     if items_path is not None:
         mapping, names = _item_categories(_existing(items_path), item, category)
-        frame = frame.assign(**{category: frame[item].map(mapping)})
+        ids, valid = normalize_ids(frame[item], source=source, column=item)
+        found = np.full(len(frame), None, dtype=object)  # a missing id is reported later
+        found[valid] = mapping.reindex(ids.astype(str)).to_numpy()
+        frame = frame.assign(**{category: found})
     elif category not in frame.columns:
         category = None
     return canonicalize(

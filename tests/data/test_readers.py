@@ -379,7 +379,8 @@ def test_interactions_bad_input(tmp_path):
         read_interactions(write(tmp_path / "n.csv", "user_id,item_id,timestamp\n1,2,3\n1,-2,4\n"))
     with data_error(r"nan\.csv: column 'user_id' has a missing value at row 1"):
         read_interactions(write(tmp_path / "nan.csv", "user_id,item_id,timestamp\n1,2,3\n,2,4\n"))
-    with data_error(r"nt\.csv: column 'timestamp' is not numeric or NaN at row 0"):
+    with data_error(r"nt\.csv: column 'timestamp' is not numeric or a date \(or is missing\) "
+                    r"at row 0"):
         read_interactions(write(tmp_path / "nt.csv", "user_id,item_id,timestamp\n1,2,\n"))
     with pytest.raises(ConfigError, match="unknown name"):
         read_interactions(tmp_path / "g.parquet", columns={"user": "u"})

@@ -8,7 +8,8 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from resemb_pl.cli import ResembCLI, main
-from resemb_pl.data.datamodule import CTRDataModule
+from resemb_pl.data.datamodule import CTRDataModule, SampleDataset
+from resemb_pl.data.interactions import canonicalize
 from resemb_pl.data.requests import checkpoint_vocabulary, read_requests
 from resemb_pl.errors import CheckpointError, DataError
 from resemb_pl.task import CTRTask
@@ -65,7 +66,7 @@ def test_predict_from_checkpoint_alone_equals_test(trained, monkeypatch):
     assert float(auc) == pytest.approx(float(tested.trainer.callback_metrics["test/auc"]), abs=1e-6)
 
 
-def test_unknown_ids_are_padding(trained, monkeypatch, caplog):
+def test_unknown_ids_are_padding(trained, monkeypatch, capsys):
     _, alone, _ = trained
     vocab = checkpoint_vocabulary(alone / "model.ckpt")["item_vocab"]
     a, b, c = vocab[:3]
@@ -75,10 +76,9 @@ def test_unknown_ids_are_padding(trained, monkeypatch, caplog):
     }).to_parquet(alone / "unknown.parquet")
     monkeypatch.chdir(alone)
     monkeypatch.setattr("sys.argv", ["resemb-pl"])
-    with caplog.at_level(logging.WARNING, logger="resemb_pl.data.requests"):
-        main(["predict", "--ckpt_path=model.ckpt", "--data.path=unknown.parquet",
-              "--data.output=out/unknown.parquet", *QUIET])
-    assert "1 of 4 candidate ids and 1 of 9 history ids are unknown" in caplog.text
+    main(["predict", "--ckpt_path=model.ckpt", "--data.path=unknown.parquet",
+          "--data.output=out/unknown.parquet", *QUIET])
+    assert "1 of 4 candidate ids and 1 of 9 history ids are unknown" in capsys.readouterr().err
     p = pd.read_parquet(alone / "out" / "unknown.parquet")["probability"].to_numpy()
     assert p[1] == pytest.approx(p[0], abs=1e-7)  # an unknown history item is ignored
     assert abs(p[2] - p[0]) > 1e-6
@@ -95,7 +95,8 @@ def test_read_requests_maps_ids_and_cuts_histories(tmp_path):
     assert samples.hist_len.tolist() == [2, 0]
     assert samples.target.tolist() == [2, 0]
     assert samples.user.tolist() == [0, 0]
-    assert counts == {"rows": 2, "unknown_candidates": 1, "history_ids": 3, "unknown_history": 1}
+    assert counts == {"rows": 2, "unknown_candidates": 1, "history_ids": 3, "unknown_history": 1,
+                      "null_history": 0}
 
 
 def test_read_requests_integer_ids(tmp_path):
@@ -130,3 +131,137 @@ def test_requests_errors(tmp_path, trained, monkeypatch, capsys):
         main(["predict", f"--data.path={file}"])
     assert exit_info.value.code == 2
     assert "--ckpt_path is required to score a requests file" in capsys.readouterr().err
+
+
+VOCAB = np.array(["6", "7", "8", "a", "é"])
+
+
+def _parquet(path: Path, **columns) -> Path:
+    pd.DataFrame(columns).to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "candidates",
+    [[6, 7, 8], [6.0, 7.0, 8.0], ["6", "7", "8"], np.array([6, 7, 8], dtype=np.uint8),
+     pd.array([6, 7, 8], dtype="Int64")],
+    ids=["int", "float", "str", "uint8", "nullable_int"],
+)
+def test_requests_ids_have_one_form_whatever_their_type(tmp_path, candidates):
+    file = _parquet(tmp_path / "r.parquet", history=[[8], [], [7.0, 6]], item_id=candidates)
+    samples, counts = read_requests(file, VOCAB)
+    assert samples.target.tolist() == [1, 2, 3]
+    assert samples.seq.tolist() == [3, 2, 1]
+    assert counts["unknown_candidates"] == counts["unknown_history"] == 0
+
+
+def test_requests_null_history_ids_are_dropped_and_counted(tmp_path, caplog):
+    # An int column with a null is a float column: 6 must stay 6, not become "6.0".
+    file = _parquet(tmp_path / "r.parquet", history=[[6, None, 7], [None], [], None],
+                    item_id=[6.0, 7.0, 9.0, 8.0], user_id=["u", None, "u", "v"])
+    with caplog.at_level(logging.INFO, logger="resemb_pl.data.requests"):
+        samples, counts = read_requests(file, VOCAB)
+    assert [samples.history(i).tolist() for i in range(4)] == [[1, 2], [], [], []]
+    assert samples.target.tolist() == [1, 2, 0, 3]
+    assert counts == {"rows": 4, "unknown_candidates": 1, "history_ids": 2, "unknown_history": 0,
+                      "null_history": 2}
+    assert "r.parquet: dropped 2 null id(s) from the histories" in caplog.text
+    assert samples.user.tolist() == [0, 2, 0, 1]  # the null user is a group of its own
+
+
+def test_requests_refuse_a_null_candidate_and_a_list_id(tmp_path):
+    file = _parquet(tmp_path / "r.parquet", history=[[6], [7]], item_id=[6, None])
+    with pytest.raises(DataError, match=r"r.parquet: column 'item_id' has a missing value at "
+                                        r"row 1; every request needs a candidate item"):
+        read_requests(file, VOCAB)
+    file = _parquet(tmp_path / "l.parquet", history=[[6], [7]], item_id=[[6], [7, 8]])
+    with pytest.raises(DataError, match=r"l.parquet: column 'item_id' holds a list at row 0, not"):
+        read_requests(file, VOCAB)
+    file = _parquet(tmp_path / "n.parquet", history=[[[6]], [[7]]], item_id=[6, 7])
+    with pytest.raises(DataError, match=r"n.parquet: column 'history' holds a list at row 0, not"):
+        read_requests(file, VOCAB)
+    file = _parquet(tmp_path / "u.parquet", history=[[6]], item_id=[6], user_id=[["u"]])
+    with pytest.raises(DataError, match=r"u.parquet: column 'user_id' holds a list at row 0"):
+        read_requests(file, VOCAB)
+
+
+def test_requests_with_no_rows_and_with_only_empty_histories(tmp_path):
+    empty = pd.DataFrame({"history": pd.Series([], dtype=object),
+                          "item_id": pd.Series([], dtype="int64")})
+    empty.to_parquet(tmp_path / "e.parquet")
+    samples, counts = read_requests(tmp_path / "e.parquet", VOCAB)
+    assert len(samples) == counts["rows"] == 0
+    file = _parquet(tmp_path / "c.parquet", history=[[], []], item_id=[7, 6])
+    samples, counts = read_requests(file, VOCAB)
+    assert samples.hist_len.tolist() == [0, 0]
+    assert len(samples.seq) == 0
+    assert samples.target.tolist() == [2, 1]
+    batch = SampleDataset(samples, np.zeros(len(VOCAB) + 1, np.int64)).__getitems__([0, 1])
+    assert batch["hist"].tolist() == [[0], [0]]  # all padding, no IndexError
+
+
+def test_requests_csv_history_is_ids_separated_by_spaces(tmp_path):
+    file = tmp_path / "r.csv"
+    file.write_text("user_id,history,item_id\nu,6  7.0 8,8\nu,,6\nv,9,7\n", encoding="utf-8")
+    samples, counts = read_requests(file, VOCAB)
+    assert [samples.history(i).tolist() for i in range(3)] == [[1, 2, 3], [], [0]]
+    assert samples.target.tolist() == [3, 1, 2]
+    assert counts["unknown_history"] == 1
+    file.write_text("history,item_id\né a,a\n7 é,6\n", encoding="utf-8")
+    samples, _ = read_requests(file, VOCAB)  # text ids (with a number among them)
+    assert [samples.history(i).tolist() for i in range(2)] == [[5, 4], [2, 5]]
+    assert samples.target.tolist() == [4, 1]
+    file.write_text('history,item_id\n"[6, 7]",8\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"r.csv: column 'history' row 0 is '\[6, 7\]'; in a csv, "
+                                        r"a history is the item ids separated by spaces"):
+        read_requests(file, VOCAB)
+
+
+def test_float_trained_ids_match_integer_requests(tmp_path):
+    # Training read the item ids from a float column (as an int column with a null becomes).
+    frame = pd.DataFrame({"user_id": [1.0, 1.0, 2.0], "item_id": [6.0, 7.0, 8.0],
+                          "timestamp": [1, 2, 1]})
+    data = canonicalize(frame, category=None)
+    vocab = np.asarray(data.item_vocab).astype(str)  # what the data module stores
+    assert vocab.tolist() == ["6", "7", "8"]
+    file = _parquet(tmp_path / "r.parquet", history=[[6, 7]], item_id=[8])
+    samples, counts = read_requests(file, vocab)
+    assert samples.seq.tolist() == [1, 2]
+    assert samples.target.tolist() == [3]
+    assert counts["unknown_candidates"] == counts["unknown_history"] == 0
+
+
+def test_predict_cold_start_csv_and_no_rows(trained, monkeypatch):
+    _, alone, _ = trained
+    vocab = checkpoint_vocabulary(alone / "model.ckpt")["item_vocab"]
+    history = [[], [], list(vocab[:3]), [vocab[4]]]
+    candidates = [vocab[5], vocab[6], vocab[5], vocab[6]]
+    tmp = alone / "cold"
+    tmp.mkdir()
+    monkeypatch.chdir(tmp)
+    monkeypatch.setattr("sys.argv", ["resemb-pl"])
+    _parquet(tmp / "cold.parquet", history=history[:2], item_id=candidates[:2])
+    _parquet(tmp / "mixed.parquet", history=history, item_id=candidates)
+    pd.DataFrame({"history": [" ".join(h) for h in history], "item_id": candidates}).to_csv(
+        tmp / "mixed.csv", index=False)
+    scores = {}
+    for name in ("cold.parquet", "mixed.parquet", "mixed.csv"):
+        main(["predict", f"--ckpt_path={alone / 'model.ckpt'}", f"--data.path={name}",
+              f"--data.output=p_{name}.parquet", *QUIET])
+        scores[name] = pd.read_parquet(tmp / f"p_{name}.parquet")["probability"].to_numpy()
+    cold = scores["cold.parquet"]
+    assert len(cold) == 2
+    assert np.isfinite(cold).all()
+    assert ((cold > 0) & (cold < 1)).all()
+    np.testing.assert_allclose(scores["mixed.parquet"][:2], scores["cold.parquet"], atol=1e-6)
+    np.testing.assert_allclose(scores["mixed.csv"], scores["mixed.parquet"], atol=1e-6)
+
+    # No rows: the output is an empty table, not the file of an earlier run.
+    pd.DataFrame({"probability": [0.5, 0.5]}).to_parquet(tmp / "p_empty.parquet")
+    pd.DataFrame({"history": pd.Series([], dtype=object),
+                  "item_id": pd.Series([], dtype="int64")}).to_parquet(tmp / "empty.parquet")
+    main(["predict", f"--ckpt_path={alone / 'model.ckpt'}", "--data.path=empty.parquet",
+          "--data.output=p_empty.parquet", *QUIET])
+    out = pd.read_parquet(tmp / "p_empty.parquet")
+    assert list(out.columns) == ["probability"]
+    assert len(out) == 0

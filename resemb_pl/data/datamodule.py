@@ -55,7 +55,8 @@ class SampleDataset(Dataset):
         offset = np.arange(width)
         mask = offset[None, :] < length[:, None]
         pos = np.where(mask, s.hist_start[idx, None] + offset[None, :], 0)
-        hist = np.where(mask, s.seq[pos], 0)
+        seq = s.seq if len(s.seq) else np.zeros(1, dtype=np.int64)  # every history empty
+        hist = np.where(mask, seq[pos], 0)
         target = s.target[idx]
         return {
             "hist": torch.from_numpy(hist),

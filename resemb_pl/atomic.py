@@ -154,7 +154,7 @@ def atomic_write(
 def atomic_folder(
     path: str | Path, *, keep: Callable[[str], bool] | None = None
 ) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``path``; it replaces ``path`` when the block succeeds.
+    """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` whole.
 
     The old folder (if any) is renamed aside, the new one renamed into place, and the old one
     deleted, so ``path`` holds either the whole old content or the whole new content. If the

@@ -206,7 +206,8 @@ def test_temp_folder_of_a_killed_writer_is_swept(tmp_path):
         child.send_signal(signal.SIGKILL)
         child.wait()
     (temp,) = [p for p in cache.iterdir() if not p.name.endswith(".lock")]
-    assert temp.is_dir() and temp.name.endswith(".tmp")
+    assert temp.is_dir()
+    assert temp.name.endswith(".tmp")
     assert f"-{child.pid}." in temp.name  # the writer's process id
     assert atomic.abandoned(cache) == [temp]
 

@@ -22,12 +22,12 @@ from resemb_pl.errors import CheckpointError, ConfigError
 from resemb_pl.factory import as_factory, describe, locate
 from resemb_pl.metrics import GroupAUC, LogLoss
 from resemb_pl.nn.embedding import ItemEmbedding, PlainEmbedding
-from resemb_pl.nn.models import DIN
+from resemb_pl.nn.models import DIN, CTRBackbone
 from resemb_pl.optim import RowAdam, closure_loss
 from resemb_pl.provenance import provenance
 
 EmbeddingFactory = Callable[[int, int], ItemEmbedding]
-BackboneFactory = Callable[[ItemEmbedding, int], nn.Module]
+BackboneFactory = Callable[[ItemEmbedding, int], CTRBackbone]
 
 
 class _JointState(ChainMap):
@@ -96,7 +96,7 @@ class CTRTask(LightningModule):
         num_categories: Number of categories ``C``.
         embedding_dim: Size of the item and category embeddings (paper: 18).
         embedding: Factory ``(num_items, embedding_dim) -> ItemEmbedding``.
-        backbone: Factory ``(embedding, num_categories) -> nn.Module`` returning logits.
+        backbone: Factory ``(embedding, num_categories) -> CTRBackbone`` returning logits.
         optimizer: Optimizer factory.
         lr_scheduler: Optional scheduler factory (stepped per epoch).
         sparse_embeddings: Give the item tables sparse gradients and update them with

@@ -1,7 +1,8 @@
 """CTR backbones: embeddings in, logits out."""
 
+from resemb_pl.nn.models.base import CTRBackbone
 from resemb_pl.nn.models.deepfm import DeepFM
-from resemb_pl.nn.models.din import DIN, CTRBackbone
+from resemb_pl.nn.models.din import DIN
 from resemb_pl.nn.models.lr import LogisticRegression
 from resemb_pl.nn.models.mlp import EmbeddingMLP
 from resemb_pl.nn.models.pnn import PNN

@@ -1,44 +1,15 @@
+"""Deep Interest Network, the main backbone of the res-embedding paper."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from resemb_pl.nn.embedding import ItemEmbedding
 from resemb_pl.nn.layers import MLP, Activation, LocalActivationUnit
-
-
-class CTRBackbone(nn.Module):
-    """Base of the backbones: item and category embeddings concatenated per position.
-
-    Subclasses implement :meth:`score` on the embedded history and target.
-
-    Args:
-        embedding: The item embedding (plain or res-embedding).
-        num_categories: Number of categories ``C`` (the category table has ``C + 1`` rows).
-    """
-
-    def __init__(self, embedding: ItemEmbedding, num_categories: int) -> None:
-        super().__init__()
-        self.embedding = embedding
-        self.category = nn.Embedding(num_categories + 1, embedding.embedding_dim, padding_idx=0)
-        nn.init.normal_(self.category.weight, std=0.05)
-        self.dim = 2 * embedding.embedding_dim  # width of one position
-
-    def embed(self, hist: Tensor, hist_cat: Tensor, target: Tensor, target_cat: Tensor):
-        """Embed target and history in one call, so the central part is computed once."""
-        ids = torch.cat([target.unsqueeze(1), hist], 1)
-        cats = torch.cat([target_cat.unsqueeze(1), hist_cat], 1)
-        e = torch.cat([self.embedding(ids), self.category(cats)], -1)
-        return e[:, 1:], e[:, 0], hist > 0
-
-    def forward(self, hist: Tensor, hist_cat: Tensor, target: Tensor, target_cat: Tensor) -> Tensor:
-        """Return the logits ``(B,)`` of the samples."""
-        return self.score(*self.embed(hist, hist_cat, target, target_cat))
-
-    def score(self, hist: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        raise NotImplementedError
+from resemb_pl.nn.models.base import CTRBackbone
 
 
 class DIN(CTRBackbone):

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from resemb_pl.nn.embedding import ItemEmbedding
-from resemb_pl.nn.models.din import CTRBackbone
+from resemb_pl.nn.models.base import CTRBackbone
 from resemb_pl.nn.models.mlp import sum_pool
 
 

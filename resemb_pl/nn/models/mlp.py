@@ -9,7 +9,7 @@ from torch import Tensor
 
 from resemb_pl.nn.embedding import ItemEmbedding
 from resemb_pl.nn.layers import MLP, Activation
-from resemb_pl.nn.models.din import CTRBackbone
+from resemb_pl.nn.models.base import CTRBackbone
 
 
 def sum_pool(hist: Tensor, mask: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from torch import Tensor
 from resemb_pl.errors import ConfigError
 from resemb_pl.nn.embedding import ItemEmbedding
 from resemb_pl.nn.layers import MLP, Activation
-from resemb_pl.nn.models.din import CTRBackbone
+from resemb_pl.nn.models.base import CTRBackbone
 from resemb_pl.nn.models.mlp import sum_pool
 
 Product = Literal["inner", "outer", "both"]

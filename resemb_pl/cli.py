@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from resemb_pl import __version__
 from resemb_pl.callbacks import ProvenanceSaveConfig
 from resemb_pl.checkpoint import (
     PreemptionCheckpoint,
@@ -21,10 +22,49 @@ from resemb_pl.checkpoint import (
     find_last_checkpoint,
     load_checkpoint,
 )
+from resemb_pl.cli_help import CLASS_HELP, CompactHelpFormatter
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import CheckpointError, ConfigError, ResembError
 from resemb_pl.predict import ParquetPredictionWriter
 from resemb_pl.task import CTRTask
+
+DESCRIPTION = (
+    "Res-embedding for deep CTR prediction: train and evaluate a CTR model (a backbone with a "
+    "plain or res-embedding item table) on click data, and score requests with it. Options come "
+    "from YAML files (--config, --model, --data, --trainer) and the command line; "
+    "`resemb-pl SUBCOMMAND --help` lists them."
+)
+
+#: The description (first) and the one-line help of each subcommand.
+SUBCOMMANDS = {
+    "fit": ("Train a CTR model on the training split, validating on the validation split; "
+            "writes TensorBoard logs and checkpoints. --ckpt_path last resumes the run.",
+            "Train a model (and validate it each epoch)."),
+    "validate": ("AUC, GAUC and logloss of a model on the validation split (with --ckpt_path: "
+                 "of a trained checkpoint).",
+                 "Score the validation split: AUC, GAUC, logloss."),
+    "test": ("AUC, GAUC and logloss of a model on the test split (with --ckpt_path: of a trained "
+             "checkpoint).",
+             "Score the test split: AUC, GAUC, logloss."),
+    "predict": ("CTR probabilities of a trained checkpoint (--ckpt_path) for a requests file "
+                "(--data.path; original item ids), or for the test split of a training config, "
+                "written to --data.output (parquet).",
+                "Write the CTR probabilities of requests to parquet."),
+}
+
+#: The title of the group of ``--ckpt_path`` in each subcommand.
+CKPT_GROUP = {
+    "fit": "Resume a run",
+    "validate": "The weights to score",
+    "test": "The weights to score",
+    "predict": "The weights to score with",
+}
+
+
+class CLIHelpFormatter(CompactHelpFormatter):
+    """The project's options (``--model.*``, ``--data.*``) in full; Lightning's, briefly."""
+
+    full_help_keys = ("model.", "data.")
 
 
 class ResembCLI(LightningCLI):
@@ -35,6 +75,28 @@ class ResembCLI(LightningCLI):
         kwargs.setdefault("save_config_callback", ProvenanceSaveConfig)
         super().__init__(*args, **kwargs)
 
+    def init_parser(self, **kwargs: Any):
+        kwargs.setdefault("formatter_class", CLIHelpFormatter)
+        return super().init_parser(**kwargs)
+
+    def _setup_parser_kwargs(
+        self, parser_kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        main_kwargs, subparser_kwargs = super()._setup_parser_kwargs(parser_kwargs)
+        main_kwargs.setdefault("description", DESCRIPTION)
+        for name, (description, _) in SUBCOMMANDS.items():
+            subparser_kwargs[name] = {"description": f"{description} {CLASS_HELP}",
+                                      **subparser_kwargs.get(name, {})}
+        return main_kwargs, subparser_kwargs
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        for group in parser._action_groups:  # titled by the Trainer method's docstring
+            if subcommand in CKPT_GROUP and any(a.dest == "ckpt_path"
+                                                for a in group._group_actions):
+                group.title = CKPT_GROUP[subcommand]
+        return parser
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")
         parser.link_arguments("data.num_categories", "model.num_categories", apply_on="instantiate")
@@ -43,7 +105,12 @@ class ResembCLI(LightningCLI):
         self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
     ) -> None:
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        self.parser.add_argument("--version", action="version", version=f"resemb-pl {__version__}",
+                                 help="Print the version and exit.")
         if add_subcommands:
+            for choice in self.parser._subcommands_action._choices_actions:
+                if choice.dest in SUBCOMMANDS:  # Lightning uses the Trainer methods' docstrings
+                    choice.help = SUBCOMMANDS[choice.dest][1]
             # `predict` scores a requests file unless a config names another source.
             self._subcommand_parsers["predict"].set_defaults({"data.source": "requests"})
 

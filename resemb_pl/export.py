@@ -12,11 +12,11 @@ From a ``CTRTask`` checkpoint alone:
   ``torch.export`` (``model.pt2``) and, where ``onnxscript`` is installed, as ``model.onnx``.
   It maps dense ids ``hist (B, L)`` (0 = padding) and ``target (B,)`` to probabilities ``(B,)``.
 
-Command line::
+Command line (``resemb-pl-export`` is ``python -m resemb_pl.export``)::
 
-    python -m resemb_pl.export embeddings --ckpt_path model.ckpt --out export/
-    python -m resemb_pl.export nearest --source export/ --item_id 123 456 --k 10
-    python -m resemb_pl.export model --ckpt_path model.ckpt --out export/
+    resemb-pl-export embeddings --ckpt_path model.ckpt --out export/
+    resemb-pl-export nearest --source export/ --item_id 123 456 --k 10
+    resemb-pl-export model --ckpt_path model.ckpt --out export/
 """
 
 from __future__ import annotations
@@ -41,6 +41,26 @@ from resemb_pl.nn.embedding import ItemEmbedding
 from resemb_pl.task import CTRTask
 
 EMBEDDING_FILES = ("embedding", "central", "residual")
+
+#: ``resemb-pl-export --help``: what the command is for, then each subcommand's description.
+DESCRIPTION = (
+    "Take a trained res-embedding CTR model out of Lightning, from its checkpoint alone: its item "
+    "embeddings, the items nearest an item, a portable model. `resemb-pl-export COMMAND --help` "
+    "lists a command's options."
+)
+COMMANDS = {
+    "embeddings": "Write the item table E = W·Cb + R, its central part W·Cb and its residual R, "
+                  "with the original item ids and categories: items.parquet, embedding.npy, "
+                  "central.npy, residual.npy (row r is dense item r + 1) and a TensorBoard "
+                  "projector folder. A plain embedding has a zero central part.",
+    "nearest": "Print the items closest to items, by cosine similarity of their final "
+               "embeddings E, from a checkpoint or a folder written by `embeddings`.",
+    "model": "Write the backbone with the item embedding frozen into a table, for inference "
+             "without Lightning or PyG: model.pt2 (torch.export) and, with onnxscript "
+             "installed, model.onnx. It maps dense ids hist (B, L) (0 = padding) and target (B,) "
+             "to probabilities (B,).",
+}
+
 #: What ``embeddings`` writes in its folder; an export replaces exactly these and keeps the rest.
 EMBEDDING_EXPORT = ("items.parquet", *(f"{name}.npy" for name in EMBEDDING_FILES), "projector")
 
@@ -269,21 +289,25 @@ def export_model(task: CTRTask, out: str | Path, onnx: bool = True) -> list[Path
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m resemb_pl.export embeddings|nearest|model``."""
-    parser = argparse.ArgumentParser(prog="python -m resemb_pl.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="resemb-pl-export", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
-    emb = commands.add_parser("embeddings", help="write the item tables and the projector")
-    emb.add_argument("--ckpt_path", required=True)
-    emb.add_argument("--out", required=True)
-    emb.add_argument("--projector_items", type=int, default=10000)
-    near = commands.add_parser("nearest", help="the items closest to some items (cosine)")
+    emb = commands.add_parser("embeddings", help="write the item tables and the projector",
+                              description=COMMANDS["embeddings"])
+    emb.add_argument("--ckpt_path", required=True, help="the checkpoint of a trained model")
+    emb.add_argument("--out", required=True, help="the folder to write")
+    emb.add_argument("--projector_items", type=int, default=10000,
+                     help="the first items shown in the projector; 0 for none (default: 10000)")
+    near = commands.add_parser("nearest", help="the items closest to some items (cosine)",
+                               description=COMMANDS["nearest"])
     near.add_argument("--source", required=True, help="a checkpoint or an `embeddings` folder")
-    near.add_argument("--item_id", required=True, nargs="+")
-    near.add_argument("--k", type=int, default=10)
-    mod = commands.add_parser("model", help="write model.pt2 (torch.export) and model.onnx")
-    mod.add_argument("--ckpt_path", required=True)
-    mod.add_argument("--out", required=True)
-    mod.add_argument("--no_onnx", action="store_true")
+    near.add_argument("--item_id", required=True, nargs="+", help="original item ids")
+    near.add_argument("--k", type=int, default=10,
+                      help="neighbours per item, the item excluded (default: 10)")
+    mod = commands.add_parser("model", help="write model.pt2 (torch.export) and model.onnx",
+                              description=COMMANDS["model"])
+    mod.add_argument("--ckpt_path", required=True, help="the checkpoint of a trained model")
+    mod.add_argument("--out", required=True, help="the folder to write")
+    mod.add_argument("--no_onnx", action="store_true", help="write model.pt2 only")
     args = parser.parse_args(argv)
     try:
         if args.command == "embeddings":

@@ -17,6 +17,7 @@ import numpy as np
 from jsonargparse import ArgumentParser
 
 from resemb_pl.atomic import atomic_open
+from resemb_pl.cli_help import CompactHelpFormatter
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import ConfigError, ResembError
 from resemb_pl.pretrain.node2vec import pretrain_node2vec
@@ -32,11 +33,23 @@ METHODS = {
 }
 
 
+DESCRIPTION = (
+    "Pretrain an item table for the paper's +Skip, +n2v and +sms baselines: a plain embedding "
+    "initialised from it (`PlainEmbedding(pretrained=<file.npy>)`, configs/model/*_skip.yaml, "
+    "*_n2v.yaml, *_sms.yaml). Only training data is used. `python -m resemb_pl.pretrain METHOD "
+    "--help` lists a method's options: the data module's (--data takes its YAML) and the method's."
+)
+
+
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m resemb_pl.pretrain", description=__doc__)
+    parser = ArgumentParser(prog="python -m resemb_pl.pretrain", description=DESCRIPTION,
+                            formatter_class=CompactHelpFormatter)
     commands = parser.add_subcommands(dest="method")
     for name, (function, skip) in METHODS.items():
-        sub = ArgumentParser()
+        summary = sys.modules[function.__module__].__doc__.splitlines()[0]  # "+Skip: ..."
+        sub = ArgumentParser(description=f"{summary} Writes the table (num_items + 1, "
+                             "embedding_dim), row 0 zero, to --out (.npy).",
+                             formatter_class=CompactHelpFormatter)
         sub.add_class_arguments(CTRDataModule, "data")
         sub.add_argument("--out", type=str, required=True, help="Where to write the .npy table.")
         sub.add_function_arguments(function, None, skip=skip)

@@ -278,7 +278,8 @@ class CTRTask(LightningModule):
             )
         self.item_vocab = [str(v) for v in item_vocab]
         self.category_vocab = [str(v) for v in category_vocab]
-        self.item_category.copy_(torch.as_tensor(np.asarray(item_category), dtype=torch.long))
+        # a copy: item_category may be a read-only memory map of the data cache
+        self.item_category.copy_(torch.tensor(np.asarray(item_category), dtype=torch.long))
 
     def _evaluate(self, stage: str, batch: dict[str, Tensor]) -> None:
         logits = self(batch)

@@ -4,24 +4,28 @@ and the inputs, built once under a lock, readable read-only, rebuilt when damage
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch import Trainer
 
 from resemb_pl import atomic
 from resemb_pl.data import datamodule
 from resemb_pl.data.datamodule import CACHE_VERSION, CTRDataModule
 from resemb_pl.errors import ConfigError, DataError
 from resemb_pl.experiments import SubsetDataModule
+from resemb_pl.nn import ResEmbedding
+from resemb_pl.nn.conv import GCNNormConv
+from resemb_pl.task import CTRTask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,23 +86,39 @@ def test_cache_is_a_folder_of_memory_maps_and_is_reused(tmp_path, caplog):
     assert again["item_vocab"].dtype.kind == "U"  # strings without pickle
 
 
-def test_cached_arrays_are_copy_on_write(tmp_path):
-    dm = build(tmp_path)
-    folder = cache_folder(tmp_path)
-    before = np.load(folder / "train_target.npy")
+def test_cached_arrays_are_read_only_maps_and_torch_gets_copies(tmp_path, monkeypatch):
+    build(tmp_path)
+    dm = CTRDataModule(preset="tiny", cache_dir=str(tmp_path / "cache"), batch_size=32)
     target = dm.arrays["train_target"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no "non-writable array" warning from torch
-        tensor = torch.from_numpy(target)
-        graph = dm.graph
-    tensor[:3] = -7
-    target[3:6] = -8
-    assert target[:6].tolist() == [-7] * 3 + [-8] * 3
-    np.testing.assert_array_equal(np.load(folder / "train_target.npy"), before)
-    assert graph.edge_index.shape[0] == 2
-    # A second reader still sees the cache, not this process's private pages.
-    assert_same_arrays({"t": CTRDataModule(preset="tiny", cache_dir=str(tmp_path / "cache"))
-                        .arrays["train_target"]}, {"t": before})
+    assert isinstance(target, np.memmap)
+    with pytest.raises(ValueError, match="read-only"):
+        target[0] = 1
+    for copy in (dm.item_category, dm.item_domain, dm.graph.edge_index.numpy()):
+        assert copy.flags.writeable
+        copy[...] = 0  # never reaches the cache
+    assert dm.arrays["item_category"].any()
+    assert dm.arrays["edge_index"].any()
+
+    # Everything a fit does hands torch writable arrays: a tensor on a read-only map would
+    # write into it (a segmentation fault) the moment something changes it in place.
+    def refuse_read_only(convert):
+        def checked(data, *args, **kwargs):
+            if isinstance(data, np.ndarray):
+                assert data.flags.writeable, "a read-only array went to torch"
+            return convert(data, *args, **kwargs)
+
+        return checked
+
+    monkeypatch.setattr(torch, "from_numpy", refuse_read_only(torch.from_numpy))
+    monkeypatch.setattr(torch, "as_tensor", refuse_read_only(torch.as_tensor))
+    task = CTRTask(dm.num_items, dm.num_categories, embedding_dim=6,
+                   embedding=functools.partial(ResEmbedding, conv=GCNNormConv))
+    trainer = Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=2, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(task, dm)
+    trainer.test(task, dm)
+    np.testing.assert_array_equal(task.item_category.numpy(), dm.arrays["item_category"])
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage_header", "missing_file",

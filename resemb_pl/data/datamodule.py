@@ -260,31 +260,37 @@ class CTRDataModule(LightningDataModule):
 
     @property
     def graph(self) -> Data | None:
-        """The item interest graph from the training sequences (``None`` for requests)."""
+        """The item interest graph from the training sequences (``None`` for requests).
+
+        Its tensors are copies: the cached arrays are read-only memory maps.
+        """
         a = self.arrays
         if "edge_index" not in a:
             return None
         return Data(
-            edge_index=torch.from_numpy(a["edge_index"]),
-            edge_weight=torch.from_numpy(a["edge_weight"]),
+            edge_index=torch.from_numpy(np.array(a["edge_index"])),
+            edge_weight=torch.from_numpy(np.array(a["edge_weight"])),
             num_nodes=self.num_items + 1,
         )
 
     @property
     def item_category(self) -> np.ndarray:
-        return self.arrays["item_category"]
+        """Dense category of every dense item ``(H + 1,)``, a writable copy."""
+        return np.array(self.arrays["item_category"])
 
     @property
     def item_domain(self) -> np.ndarray | None:
-        """True interest domain per item (synthetic data) or ``None``."""
-        return self.arrays.get("item_domain")
+        """True interest domain per item (synthetic data) or ``None``; a writable copy."""
+        domain = self.arrays.get("item_domain")
+        return None if domain is None else np.array(domain)
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
         """The processed data: samples, graph, vocabularies, built or read from the cache once.
 
-        From the cache, the arrays are copy-on-write memory maps of its files (scalars are in
-        memory): they read like ndarrays, and a write never reaches the cache.
+        From the cache, every array but the scalars is a read-only memory map of its file, so
+        the processes of a run share one copy: copy what you change (``np.array(a)``), and copy
+        before ``torch.from_numpy``, whose tensors would write into the map.
         """
         if self._arrays is None:
             self._arrays = self._load_or_build()
@@ -655,11 +661,11 @@ def _write_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _read_cache(folder: Path) -> dict[str, np.ndarray]:
-    """Open a cache folder: scalars in memory, every other array memory-mapped.
+    """Open a cache folder: scalars in memory, every other array memory-mapped read-only.
 
-    The maps are copy-on-write (``mmap_mode="c"``): the files are only read, so every process
-    shares the same pages, and the arrays behave like in-memory ones (a write, by numpy or
-    through ``torch.from_numpy``, changes a private page, never the cache).
+    Every process maps the same pages, and data larger than memory is paged in as it is read
+    (read-only maps are not charged to the memory commit limit, copy-on-write ones would be).
+    A numpy write into them raises ``ValueError: assignment destination is read-only``.
 
     Raises:
         DataError: A file is missing, truncated or not what ``meta.json`` lists, or the cache
@@ -673,7 +679,7 @@ def _read_cache(folder: Path) -> dict[str, np.ndarray]:
         for name, info in meta["arrays"].items():
             file = info["file"]
             if file not in opened:
-                mode = "c" if info["shape"] else None
+                mode = "r" if info["shape"] else None
                 opened[file] = np.load(folder / file, mmap_mode=mode, allow_pickle=False)
             array = opened[file]
             if array.dtype.str != info["dtype"] or list(array.shape) != info["shape"]:

@@ -51,8 +51,8 @@ def atomic_open(
     removed and ``path`` is untouched, so a reader never sees a half-written file. The file gets
     a normal file's mode (``0666`` less the umask) rather than ``mkstemp``'s ``0600``, so a
     cache shared between users stays readable. The block gets the file wrapped so that writes
-    after a failed one, or after the block, are dropped (see :class:`_GuardedFile`); a full
-    disk is an ``OSError`` ``ENOSPC`` naming ``path`` whatever the writer raised.
+    after a failure are dropped (see :class:`_GuardedFile`); a full disk is an ``OSError``
+    ``ENOSPC`` naming ``path``, whatever the writer raised.
 
     Args:
         path: The file to write.
@@ -78,8 +78,9 @@ def atomic_open(
         with fh:
             try:
                 yield guarded
-            finally:
-                guarded.closed_ = True
+            except BaseException:
+                guarded.failed = True
+                raise
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -97,8 +98,8 @@ def atomic_open(
 
 
 class _GuardedFile:
-    """The file :func:`atomic_open` yields: its writes, once one has failed or once the block is
-    over, are dropped instead of raising again.
+    """The file :func:`atomic_open` yields: once a write or the block has failed, its writes
+    are dropped instead of raising again.
 
     A serialiser that tries to finish its output again after a failure (a C++ destructor, where
     a second error would abort the process) writes into the void: the temporary file is deleted
@@ -108,10 +109,10 @@ class _GuardedFile:
     """
 
     def __init__(self, fh: IO) -> None:
-        self._fh, self.failed, self.closed_ = fh, False, False
+        self._fh, self.failed = fh, False
 
     def write(self, data):
-        if self.failed or self.closed_:
+        if self.failed:
             return len(data)
         try:
             return self._fh.write(data)
@@ -124,7 +125,7 @@ class _GuardedFile:
             self.write(line)
 
     def flush(self) -> None:
-        if not (self.failed or self.closed_):
+        if not self.failed:
             self._fh.flush()
 
     def __getattr__(self, name: str):
@@ -205,6 +206,8 @@ def _explain(err: BaseException, path: Path, tmp: str | Path) -> OSError | None:
     tmp = str(tmp)
     if isinstance(err, OSError) and err.errno is not None:
         name = err.filename
+        if err.errno not in _WRITE_ERRORS:
+            return None
         if name is None or str(name) == tmp or str(name).startswith(tmp + os.sep):
             name = str(path) + ("" if name is None else str(name)[len(tmp):])
             return OSError(err.errno, err.strerror, name)
@@ -228,6 +231,9 @@ def _disk_full(folder: Path) -> bool:
 
 
 _FULL = 1 << 20  # a failed write leaves less than a buffer's worth free
+# errnos of writing a file: such an error without a file name is about the file being written
+_WRITE_ERRORS = frozenset(getattr(errno, name) for name in (
+    "ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS", "EACCES", "EPERM") if hasattr(errno, name))
 
 
 def _carry(src: Path, dst: Path) -> None:
@@ -304,7 +310,7 @@ def abandoned(folder: str | Path, name: str | None = None) -> list[Path]:
     """
     try:
         entries = list(os.scandir(folder))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, not a folder, or not listable: nothing to sweep
         return []
     found = []
     for entry in entries:
@@ -341,7 +347,7 @@ def sweep_abandoned(folder: str | Path, name: str | None = None) -> list[Path]:
                 shutil.rmtree(temp)
             else:
                 os.unlink(temp)
-        except FileNotFoundError:  # another process swept it first
+        except OSError:  # swept by another process first, or not ours to remove
             continue
         removed.append(temp)
     return removed

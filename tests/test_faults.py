@@ -299,3 +299,21 @@ def test_atomic_folder_refuses_a_file_in_its_place(tmp_path):
         pass
     assert (tmp_path / "export").read_text() == "a file"
     assert sorted(os.listdir(tmp_path)) == ["export"]
+
+
+def test_write_errors_name_the_file_being_written(tmp_path):
+    path = tmp_path / "out.csv"
+
+    def raising(err):
+        with atomic_open(path, "w") as fh:
+            fh.write("partial")
+            raise err
+
+    with pytest.raises(OSError, match="No space left on device") as info:
+        raising(OSError(errno.ENOSPC, "No space left on device"))
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(path))
+    for other in (ConnectionResetError(errno.ECONNRESET, "reset"), RuntimeError("a bug")):
+        with pytest.raises(type(other)) as info:
+            raising(other)
+        assert info.value is other  # not about the disk (which has room): as it was
+    assert os.listdir(tmp_path) == []

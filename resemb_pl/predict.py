@@ -44,9 +44,15 @@ class ParquetPredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.output = Path(output)
         self._local: tuple[np.ndarray, np.ndarray] | None = None
+        self._allowed = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._local = None
+        if stage == "predict":
+            # With fewer rows than ranks a rank's shard is empty. Lightning refuses that unless
+            # allowed; it is safe here because every rank meets the others in ``teardown``.
+            self._allowed = pl_module.allow_zero_length_dataloader_with_multiple_devices
+            pl_module.allow_zero_length_dataloader_with_multiple_devices = True
 
     def write_on_epoch_end(
         self,
@@ -74,6 +80,7 @@ class ParquetPredictionWriter(BasePredictionWriter):
         # the gather cannot wait for a rank that never joins.
         if stage != "predict":
             return
+        pl_module.allow_zero_length_dataloader_with_multiple_devices = self._allowed
         index, probability = self._local or (np.zeros(0, np.int64), np.zeros(0, np.float32))
         self._local = None
         if trainer.world_size > 1:

@@ -1,4 +1,4 @@
-"""DDP evaluation over 2 CPU processes (gloo) equals a single-process evaluation."""
+"""DDP evaluation and prediction over 2 CPU processes (gloo) equal a single-process run."""
 
 import functools
 import json
@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import Subset
 
+from resemb_pl.cli import main
 from resemb_pl.data.datamodule import CTRDataModule, ShardSampler
+from resemb_pl.data.requests import checkpoint_vocabulary
 from resemb_pl.nn.conv import GCNNormConv
 from resemb_pl.nn.embedding import ResEmbedding
 from resemb_pl.task import CTRTask
@@ -90,3 +94,58 @@ def test_shard_sampler_covers_each_sample_once():
     shards = [list(ShardSampler(data, 3, rank)) for rank in range(3)]
     assert shards == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
     assert [len(ShardSampler(data, 3, rank)) for rank in range(3)] == [4, 3, 3]
+
+
+# `resemb-pl predict` on 2 processes, relaunched by Lightning from this script: a requests file
+# of 101 rows (odd, so the shards differ in size), one of 1 row (rank 1 has nothing to score)
+# and one of none.
+PREDICT_SCRIPT = """
+import sys
+from resemb_pl.cli import main
+for name in ("requests", "one", "none"):
+    main(["predict", f"--ckpt_path={sys.argv[1]}", f"--data.path={name}.parquet",
+          f"--data.output=ddp_{name}.parquet", "--trainer.accelerator=cpu",
+          "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.logger=false",
+          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+"""
+
+
+def test_ddp_predict_writes_every_row_once_in_request_order(tmp_path, quickstart_checkpoint,
+                                                            monkeypatch):
+    ckpt = quickstart_checkpoint.ckpt
+    vocab = checkpoint_vocabulary(ckpt)["item_vocab"]
+    rng = np.random.default_rng(0)
+    rows = 101
+    requests = pd.DataFrame({
+        "history": [list(rng.choice(vocab, rng.integers(0, 8))) + ["unknown"] * (i % 7 == 0)
+                    for i in range(rows)],
+        "item_id": rng.choice(vocab, rows),
+    })
+    requests.to_parquet(tmp_path / "requests.parquet")
+    requests[:1].to_parquet(tmp_path / "one.parquet")
+    requests[:0].to_parquet(tmp_path / "none.parquet")
+    pd.DataFrame({"probability": [0.5] * 3}).to_parquet(tmp_path / "ddp_none.parquet")  # stale
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["resemb-pl"])
+    main(["predict", f"--ckpt_path={ckpt}", "--data.path=requests.parquet",
+          "--data.output=single.parquet", "--trainer.accelerator=cpu", "--trainer.devices=1",
+          "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+          "--trainer.enable_model_summary=false"])
+    single = pd.read_parquet(tmp_path / "single.parquet")["probability"].to_numpy()
+
+    script = tmp_path / "ddp_predict.py"
+    script.write_text(PREDICT_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([sys.executable, str(script), str(ckpt)], env=env, cwd=tmp_path,
+                            timeout=300, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("wrote 101 probabilities to ddp_requests.parquet") == 1
+
+    ddp = pd.read_parquet(tmp_path / "ddp_requests.parquet")["probability"].to_numpy()
+    assert len(single) == len(ddp) == rows
+    assert single.std() > 1e-4  # the rows differ, so a wrong order would show
+    np.testing.assert_allclose(ddp, single, rtol=0, atol=1e-6)
+    one = pd.read_parquet(tmp_path / "ddp_one.parquet")["probability"].to_numpy()
+    np.testing.assert_allclose(one, single[:1], rtol=0, atol=1e-6)
+    assert len(pd.read_parquet(tmp_path / "ddp_none.parquet")) == 0

@@ -256,7 +256,7 @@ IMPRESSION_PRESETS: dict[str, ImpressionsConfig] = {
     "impressions-tiny": ImpressionsConfig(150, 300, 15, 5),
     # About 200k impressions (48 per user on average): trains in minutes on a CPU.
     "impressions-small": ImpressionsConfig(4_200, 3_000, 60, 12),
-    # About 20M impressions (60 per user on average), about 0.3 GB of parquet: the size benchmark.
+    # About 20M impressions (60 per user on average), about 0.1 GB of parquet: the size benchmark.
     "impressions-20m": ImpressionsConfig(333_000, 200_000, 2_000, 200, max_sessions=8),
 }
 

@@ -419,8 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         folder = write_impressions(args.preset, args.folder, args.seed, args.rows_per_file)
-    except (ResembError, OSError) as err:
+    except ResembError as err:
         print(f"resemb-pl: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path that cannot be written: name it
+        print(f"resemb-pl: error: {err.filename or args.folder}: {err.strerror or err}",
+              file=sys.stderr)
         return 2
     import pyarrow.parquet as pq
 

@@ -460,4 +460,6 @@ def test_write_impressions_cli_and_replacement(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["log"]  # no temp folder left
     under_a_file = folder / "dt=2026-01-01" / "part-00000.parquet" / "x"
     assert main(["impressions-tiny", str(under_a_file)]) == 2
-    assert capsys.readouterr().err.startswith("resemb-pl: error: ")
+    err = capsys.readouterr().err
+    assert err.startswith("resemb-pl: error: ") and err.count("\n") == 1
+    assert "part-00000.parquet: File exists" in err

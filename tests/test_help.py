@@ -54,11 +54,11 @@ def test_fit_help_is_short_and_lists_our_backbones_and_embeddings(capsys, monkey
     # order they were imported).
     callbacks = _flat(out.split("--trainer.callbacks CALLBACKS")[1].split("\n  --")[0])
     assert "resemb_pl.checkpoint.PreemptionCheckpoint" in callbacks
-    assert re.search(r" and \d+ from lightning\)$", callbacks)
+    assert re.search(r" and (\d+ from \w+, )*\d+ from lightning(, \d+ from \w+)*\)$", callbacks)
     assert "EarlyStopping" not in callbacks
     optimizers = _flat(out.split("--model.optimizer OPTIMIZER")[1].split("\n  --")[0])
     assert "resemb_pl.optim.RowAdam" in optimizers
-    assert re.search(r" and \d+ from torch\)$", optimizers)
+    assert re.search(r" and (\d+ from \w+, )*\d+ from torch(, \d+ from \w+)*\)$", optimizers)
     assert "torch.optim.SGD" not in optimizers
     # The usage names the top-level options only.
     usage = out.split("\n\n")[0]

@@ -208,12 +208,17 @@ def _one_line(err: Exception) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``resemb-pl fit|validate|test|predict``.
+    """Entry point of ``resemb-pl fit|validate|test|predict`` and ``resemb-pl compare``.
 
     Bad data, configuration keys, arguments and checkpoints end with one line on stderr and
     exit code 2. SIGTERM during ``fit`` saves a resumable ``last.ckpt`` and exits with 143;
     ``resemb-pl fit ... --ckpt_path last`` resumes it.
     """
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] == "compare":  # not a Trainer method: its own command, same boundary
+        from resemb_pl.compare import main as compare_main
+
+        return compare_main(argv[1:])
     # Parsing errors raise instead of printing the usage; each parser gets its own dict, which
     # LightningCLI fills in.
     _show_package_logs()

@@ -3,49 +3,48 @@
     python scripts/compare_embeddings.py --data configs/data/synthetic_small.yaml \
         --seeds 0 1 2 --out reports/compare/small.csv
 
-Every run uses the same data (the data config's seed) and the same trainer budget; the seed of
-a run seeds the model initialisation and the batch order. The model evaluated on the test set is
-the epoch with the best validation AUC. Writes a CSV with ``embedding,seed,auc,gauc,logloss``.
+A front end of ``resemb-pl compare`` (:mod:`resemb_pl.compare`) for DIN with the embeddings
+``plain``, ``avg``, ``gcn`` and ``att``: it writes their model configs to
+``<out folder>/models/<embedding>.yaml`` (``--lr``, ``--embedding-dim`` and ``--residual-l2``
+filled in), runs ``resemb-pl compare`` into ``<out folder>/`` (the ``--out`` path without
+``.csv``: ``results.csv``, ``compare.md``, TensorBoard logs; the same command resumes), and
+writes ``--out``, a CSV with ``embedding,seed,auc,gauc,logloss``. Every run uses the same data
+(the data config's seed) and trains ``--epochs`` epochs (no early stopping); the seed of a run
+seeds the model initialisation and the batch order. The model evaluated on the test set is the
+epoch with the best validation AUC. ``resemb-pl compare`` takes any model configs instead.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import logging
-import sys
+import io
 from pathlib import Path
 
-import numpy as np
 import torch
+import yaml
 
-from resemb_pl.data.datamodule import CTRDataModule
-from resemb_pl.errors import ResembError
+from resemb_pl.atomic import atomic_open
+from resemb_pl.boundary import ArgumentParser
+from resemb_pl.compare import METRICS, compare
 from resemb_pl.experiments import (
     EMBEDDINGS,
-    METRICS,
-    Budget,
-    fit_and_test,
     load_data_config,
+    mean_std,
     model_spec,
     pm,
+    script_main,
 )
 
 FIELDS = ["embedding", "seed", *METRICS]
 
 
-def run(data: dict, embedding: str, seed: int, args: argparse.Namespace) -> dict:
-    """Train DIN with ``embedding``; the test metrics of its epoch with the best val AUC."""
-    model = model_spec("din", embedding, embedding_dim=args.embedding_dim, lr=args.lr,
-                       residual_l2=args.residual_l2)
-    budget = Budget(max_epochs=args.epochs, accelerator=args.accelerator)
-    result = fit_and_test(data, model, seed, budget,
-                          deterministic=True if args.accelerator == "cpu" else "warn")
-    return {"embedding": embedding, "seed": seed, **{k: round(result[k], 6) for k in METRICS}}
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    """Parse the command line and run; 2 after a bad input (one line on stderr)."""
+    return script_main("compare_embeddings", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> None:
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="a data config (contents of the data group)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--embeddings", nargs="+", default=list(EMBEDDINGS), choices=list(EMBEDDINGS))
@@ -59,27 +58,32 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    try:
-        data = load_data_config(args.data)
-        CTRDataModule(**data)  # a bad data config fails here, before the CSV is opened
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        rows = []
-        with open(args.out, "w", newline="") as fh:  # one row per finished run
-            writer = csv.DictWriter(fh, FIELDS)
-            writer.writeheader()
-            for seed in args.seeds:
-                for name in args.embeddings:
-                    rows.append(run(data, name, seed, args))
-                    writer.writerow(rows[-1])
-                    fh.flush()
-                    print(f"{name:6s} seed={seed} " + " ".join(
-                        f"{k}={rows[-1][k]:.4f}" for k in METRICS), flush=True)
-    except (ResembError, OSError, TypeError) as err:
-        print(f"compare_embeddings: error: {err}", file=sys.stderr)
-        return 2
+    load_data_config(args.data)  # a bad data config fails here, before anything is written
+    folder = args.out.with_suffix("")
+    models = []
+    for name in args.embeddings:
+        spec = model_spec("din", name, embedding_dim=args.embedding_dim, lr=args.lr,
+                          residual_l2=args.residual_l2)
+        models.append(folder / "models" / f"{name}.yaml")
+        with atomic_open(models[-1], "w") as fh:
+            yaml.safe_dump(spec, fh, sort_keys=False)
+    deterministic = "true" if args.accelerator == "cpu" else "warn"
+    compare(["--data", str(args.data), "--models", *map(str, models),
+             "--seeds", *map(str, args.seeds), "--out", str(folder), "--patience", "0",
+             f"--trainer.max_epochs={args.epochs}", f"--trainer.accelerator={args.accelerator}",
+             f"--trainer.deterministic={deterministic}",
+             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+    with open(folder / "results.csv", newline="") as fh:
+        done = {(r["model"], int(r["seed"])): r for r in csv.DictReader(fh)}
+    rows = [{"embedding": name, "seed": seed, **{k: float(done[(name, seed)][k]) for k in METRICS}}
+            for seed in args.seeds for name in args.embeddings]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({**r, **{k: f"{r[k]:.6f}" for k in METRICS}} for r in rows)
+    with atomic_open(args.out, "w", newline="") as fh:
+        fh.write(text.getvalue())
     print_table(rows)
-    return 0
 
 
 def print_table(rows: list[dict]) -> None:
@@ -87,7 +91,7 @@ def print_table(rows: list[dict]) -> None:
     print(f"\n{'embedding':10s} {'n':>2s} {'auc':>16s} {'gauc':>16s} {'logloss':>16s}")
     for name in dict.fromkeys(r["embedding"] for r in rows):
         sel = [r for r in rows if r["embedding"] == name]
-        cells = [pm(v.mean(), v.std()) for v in (np.array([r[k] for r in sel]) for k in METRICS)]
+        cells = [pm(*mean_std(r[k] for r in sel)) for k in METRICS]
         print(f"{name:10s} {len(sel):2d} " + " ".join(f"{c:>16s}" for c in cells))
 
 

@@ -8,8 +8,8 @@ cross-entropy since the previous validation (``train/bce``, without the regulari
 validation logloss are recorded on the optimizer-step scale. Writes ``reports/fig5/<dataset>/``:
 ``results.csv`` (test metrics per run), ``curves/<run>.csv``, ``fig5.png`` (mean over seeds),
 ``fig5.csv`` / ``fig5.md`` (best and final validation loss, and their gap: the overfitting) and
-``command.txt``. With ``--tensorboard`` the runs' ``train/loss`` and ``val/loss`` scalars go to
-``tb/``.
+``command.txt``. With ``--tensorboard`` the runs' ``train/bce`` and ``val/logloss`` scalars (one
+CUSTOM SCALARS chart) and their loss figure go to ``tb/``.
 """
 
 from __future__ import annotations

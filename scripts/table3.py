@@ -5,27 +5,26 @@
 
 Writes ``reports/table3/<dataset>/``: ``results.csv`` (one row per run, appended as each run
 finishes; a rerun skips finished runs), ``table3.csv`` and ``table3.md`` (mean ± std over seeds,
-RelaImpr of the mean AUC against the plain embedding of the same backbone) and ``command.txt``.
+RelaImpr of the mean AUC against the plain embedding of the same backbone and the seeds where the
+test AUC beats it: the table of ``resemb-pl compare``, per backbone) and ``command.txt``.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from resemb_pl.compare import compare_table
 from resemb_pl.experiments import (
     EMBEDDINGS,
     METRICS,
-    add_pm,
     cell_model,
     check_names,
     fit_and_test,
     run_script,
     script_parser,
     setup,
-    summarize,
     write_table,
 )
-from resemb_pl.metrics import rela_impr
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,16 +48,25 @@ def run(args: argparse.Namespace) -> None:
                             log_dir=s.log_dir(cell))
 
     rows = grid.run(cells, train)
-    table = summarize(rows, ["backbone", "embedding"], METRICS)
-    add_pm(table, METRICS)
-    base = {t["backbone"]: t["auc_mean"] for t in table if t["embedding"] == "plain"}
-    for t in table:
-        b = base.get(t["backbone"])
-        t["rela_impr_%"] = f"{rela_impr(t['auc_mean'], b):+.2f}" if b is not None else "n/a"
+    # Per backbone, the table of `resemb-pl compare` with the plain embedding as baseline.
+    baseline = "plain" if "plain" in args.embeddings else None
+    table = []
+    for backbone in args.backbones:
+        sel = [{**r, "model": r["embedding"]} for r in rows if r["backbone"] == backbone]
+        for t in compare_table(sel, args.embeddings, args.seeds, baseline=baseline):
+            plain = t["model"] == baseline
+            table.append({
+                "backbone": backbone, "embedding": t["model"], **t,
+                "rela_impr_%": "+0.00" if plain else "n/a" if baseline is None
+                else f"{t['rela_impr']:+.2f}",
+                "wins": "–" if plain else "n/a" if baseline is None
+                else f"{t['wins']}/{t['paired']}",
+            })
     write_table(s.out_dir / "table3", table,
-                ["backbone", "embedding", "n", *METRICS, "rela_impr_%"],
+                ["backbone", "embedding", "n", *METRICS, "rela_impr_%", "wins"],
                 f"Table 3 on {s.dataset}: test metrics, mean ± std over seeds; "
-                "RelaImpr of the mean AUC vs the plain embedding of the same backbone")
+                "RelaImpr of the mean AUC vs the plain embedding of the same backbone; wins: "
+                "seeds where the test AUC beats that plain embedding's")
     print((s.out_dir / "table3.md").read_text())
 
 

@@ -2,6 +2,9 @@ import csv
 import importlib.util
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "data" / "synthetic_tiny.yaml")
 
@@ -14,6 +17,18 @@ def load_compare():
     return module
 
 
+@pytest.fixture
+def deterministic_undone(monkeypatch):
+    """The script trains with ``deterministic: true`` on a CPU, which Lightning sets for the
+    whole process (torch's flag and ``CUBLAS_WORKSPACE_CONFIG``); put both back afterwards."""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # monkeypatch restores it
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled())
+    yield
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+@pytest.mark.usefixtures("deterministic_undone")
 def test_compare_writes_one_row_per_run_and_the_summary(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the data config's default cache folder lands here
     out = tmp_path / "compare" / "tiny.csv"
@@ -30,7 +45,7 @@ def test_compare_writes_one_row_per_run_and_the_summary(tmp_path, monkeypatch, c
         assert 0.0 < float(r["gauc"]) < 1.0
         assert 0.0 < float(r["logloss"]) < 5.0
     printed = capsys.readouterr().out.splitlines()
-    table = printed[printed.index("") + 1:]
+    table = printed[-3:]  # the summary ends the output
     assert table[0].split() == ["embedding", "n", "auc", "gauc", "logloss"]
     for line, r in zip(table[1:], rows, strict=True):
         words = line.split()
@@ -38,6 +53,13 @@ def test_compare_writes_one_row_per_run_and_the_summary(tmp_path, monkeypatch, c
         # one seed: each metric is its value ± 0
         assert words[2:] == [w for k in ("auc", "gauc", "logloss")
                              for w in (f"{float(r[k]):.4f}", "±", "0.0000")]
+    # the runs went through `resemb-pl compare`: its folder beside the CSV, resumable
+    folder = tmp_path / "compare" / "tiny"
+    assert sorted(p.name for p in (folder / "models").iterdir()) == ["att.yaml", "plain.yaml"]
+    done = {(r["model"], r["seed"]): r for r in csv.DictReader(open(folder / "results.csv"))}
+    for r in rows:
+        assert float(done[(r["embedding"], "0")]["auc"]) == pytest.approx(float(r["auc"]))
+    assert "| plain | 1 |" in (folder / "compare.md").read_text()
 
 
 def test_compare_bad_data_config_is_one_line_and_writes_nothing(tmp_path, capsys):
@@ -49,4 +71,4 @@ def test_compare_bad_data_config_is_one_line_and_writes_nothing(tmp_path, capsys
     assert err.startswith("compare_embeddings: error:")
     assert "no_such_argument" in err
     assert "\n" not in err
-    assert not out.exists()
+    assert not out.exists() and not out.with_suffix("").exists()

@@ -208,22 +208,20 @@ def _one_line(err: Exception) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``resemb-pl fit|validate|test|predict`` and ``resemb-pl compare``.
+    """Entry point of ``resemb-pl fit|validate|test|predict``.
 
     Bad data, configuration keys, arguments and checkpoints end with one line on stderr and
-    exit code 2. SIGTERM during ``fit`` saves a resumable ``last.ckpt`` and exits with 143;
-    ``resemb-pl fit ... --ckpt_path last`` resumes it.
+    exit code 2. SIGTERM or SIGINT (Ctrl-C) during ``fit`` saves a resumable ``last.ckpt`` at
+    the next safe point, says so in one line and exits with 143 or 130
+    (:class:`~resemb_pl.checkpoint.PreemptionCheckpoint`); ``resemb-pl fit ... --ckpt_path last``
+    resumes it.
     """
-    argv = sys.argv[1:] if args is None else args
-    if argv and argv[0] == "compare":  # not a Trainer method: its own command, same boundary
-        from resemb_pl.compare import main as compare_main
-
-        return compare_main(argv[1:])
     # Parsing errors raise instead of printing the usage; each parser gets its own dict, which
     # LightningCLI fills in.
     _show_package_logs()
     no_exit = {sub: {"exit_on_error": False} for sub in ResembCLI.subcommands()}
     preemption = PreemptionCheckpoint()
+    preemption.catch_signals()  # SIGTERM and SIGINT, until release_signals()
     try:
         ResembCLI(
             CTRTask,
@@ -234,15 +232,17 @@ def main(args: list[str] | None = None) -> None:
             parser_kwargs={"exit_on_error": False, **no_exit},
             args=args,
         )
+        preemption.raise_if_signalled()  # a signal that came as fit was ending
     except (ResembError, ArgumentError) as err:
         message = " ".join(str(err).split())
         print(f"resemb-pl: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     except SIGTERMException:
-        saved = f"saved {', '.join(preemption.saved)}; " if preemption.saved else ""
-        print(f"resemb-pl: stopped by SIGTERM; {saved}resume with --ckpt_path last",
-              file=sys.stderr)
-        raise SystemExit(143) from None
+        if preemption.is_global_zero:  # one line for the whole run
+            print(f"resemb-pl: {preemption.summary()}", file=sys.stderr, flush=True)
+        raise SystemExit(preemption.exit_code) from None
+    finally:
+        preemption.release_signals()
 
 
 if __name__ == "__main__":

@@ -18,3 +18,15 @@ class ConfigError(ResembError, ValueError):
 
 class CheckpointError(ResembError, ValueError):
     """A checkpoint does not match the model or the data it is used with."""
+
+
+def require(key: str, value, minimum, *, strict: bool = False) -> None:
+    """Refuse a value below ``minimum`` (or not above it, with ``strict``), naming its key.
+
+    A NaN is refused too.
+
+    Raises:
+        ConfigError: ``<key>: must be >= <minimum>, got <value>``.
+    """
+    if not (value > minimum if strict else value >= minimum):
+        raise ConfigError(f"{key}: must be {'>' if strict else '>='} {minimum}, got {value}")

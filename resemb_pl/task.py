@@ -17,8 +17,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
+from resemb_pl.boundary import one_line, raised_in_package
 from resemb_pl.checkpoint import check_compatible
-from resemb_pl.errors import CheckpointError, ConfigError
+from resemb_pl.errors import CheckpointError, ConfigError, require
 from resemb_pl.factory import as_factory, describe, locate
 from resemb_pl.metrics import GroupAUC, LogLoss
 from resemb_pl.nn.embedding import ItemEmbedding, PlainEmbedding
@@ -84,6 +85,29 @@ class SparseDenseOptimizer(torch.optim.Optimizer):
         self._link()
 
 
+def check_optimizer(
+    optimizer: Callable[..., torch.optim.Optimizer], lr_scheduler: Callable[..., object] | None
+) -> None:
+    """Build the optimizer and scheduler once on a probe parameter, to refuse bad values early.
+
+    A value they refuse (a negative learning rate, betas outside ``[0, 1)``) then stops the run
+    when the task is built, not when training starts.
+
+    Raises:
+        ConfigError: Naming ``model.optimizer`` or ``model.lr_scheduler`` and the reason.
+    """
+    key = "model.optimizer"
+    try:
+        probe = optimizer([nn.Parameter(torch.zeros(1))])
+        if lr_scheduler is not None:
+            key = "model.lr_scheduler"
+            lr_scheduler(probe)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, ConfigError) or raised_in_package(err):
+            raise
+        raise ConfigError(f"{key}: {one_line(err)}") from None
+
+
 class CTRTask(LightningModule):
     """Binary cross-entropy plus the embedding's regulariser, with AUC, GAUC and logloss.
 
@@ -129,12 +153,16 @@ class CTRTask(LightningModule):
         sparse_embeddings: bool = False,
         fused_sparse_step: bool = False,
     ) -> None:
+        require("model.num_items", num_items, 1)
+        require("model.num_categories", num_categories, 0)
+        require("model.embedding_dim", embedding_dim, 1)
         super().__init__()
         self.save_hyperparameters()
         # Keep only plain data in the hyperparameters, so checkpoints load with weights_only.
         for key in ("embedding", "backbone", "optimizer", "lr_scheduler"):
             self.hparams[key] = describe(self.hparams[key])
         self.optimizer, self.lr_scheduler = as_factory(optimizer), as_factory(lr_scheduler)
+        check_optimizer(self.optimizer, self.lr_scheduler)
         self.model = as_factory(backbone)(
             as_factory(embedding)(num_items, embedding_dim), num_categories
         )

@@ -245,6 +245,9 @@ class CTRDataModule(LightningDataModule):
                            ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise ConfigError(f"data.{key}: must be >= 1, got {value}")
+        for key, value in (("num_workers", num_workers), ("seed", seed)):
+            if value < 0:
+                raise ConfigError(f"data.{key}: must be >= 0, got {value}")
         self._arrays: dict[str, np.ndarray] | None = None
 
     # -- the processed data ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
-from resemb_pl.errors import CheckpointError, ConfigError
+from resemb_pl.errors import CheckpointError, ConfigError, require
 from resemb_pl.nn.conv import MeanConv
 from resemb_pl.nn.conv.spmm import compiled_scatter
 
@@ -73,6 +73,14 @@ def _l2(table: nn.Embedding, ids: Tensor, mode: L2Mode) -> Tensor:
     return table(rows).pow(2).sum(-1).mean() if rows.numel() else table.weight.new_zeros(())
 
 
+def _check_sizes(num_items: int, embedding_dim: int, **non_negative: float) -> None:
+    """Refuse an embedding of no items or no width, or a negative coefficient, naming the key."""
+    require("model.num_items", num_items, 1)
+    require("model.embedding_dim", embedding_dim, 1)
+    for key, value in non_negative.items():
+        require(f"model.embedding.{key}", value, 0)
+
+
 def load_pretrained(path: str | Path, num_items: int, embedding_dim: int) -> Tensor:
     """Read a ``(num_items + 1, embedding_dim)`` table written by ``python -m resemb_pl.pretrain``.
 
@@ -128,6 +136,7 @@ class PlainEmbedding(ItemEmbedding):
         pretrained: str | None = None,
     ) -> None:
         super().__init__()
+        _check_sizes(num_items, embedding_dim, l2=l2, init_std=init_std)
         if l2_mode not in ("batch", "table", "mba"):
             raise ConfigError(f"l2_mode: choose batch, table or mba, got {l2_mode!r}")
         self.num_items, self.embedding_dim = num_items, embedding_dim
@@ -227,6 +236,14 @@ class ResEmbedding(ItemEmbedding):
         init_std: float = 0.05,
     ) -> None:
         super().__init__()
+        _check_sizes(num_items, embedding_dim, residual_l2=residual_l2, init_std=init_std)
+        require("model.embedding.num_layers", num_layers, 1)
+        if l2_mode not in ("batch", "table"):
+            raise ConfigError(f"model.embedding.l2_mode: choose batch or table, got {l2_mode!r}")
+        if propagation not in ("auto", "full", "local"):
+            raise ConfigError(
+                f"model.embedding.propagation: choose auto, full or local, got {propagation!r}"
+            )
         self.num_items, self.embedding_dim = num_items, embedding_dim
         self.residual_l2, self.l2_mode = residual_l2, l2_mode
         self.self_loops, self.propagation = self_loops, propagation
@@ -254,7 +271,7 @@ class ResEmbedding(ItemEmbedding):
         exact = all(type(c).__name__ in _SUBGRAPH_EXACT for c in self.convs)
         if propagation == "local" and not exact:
             names = sorted({type(c).__name__ for c in self.convs} - _SUBGRAPH_EXACT)
-            raise ValueError(f"propagation='local' is not exact for {names}; use 'full' or 'auto'")
+            raise ConfigError(f"propagation='local' is not exact for {names}; use 'full' or 'auto'")
         self._local_ok = exact and propagation != "full"
         # The graph, sorted by target item (CSR): edge_index[1] ascending, and its row pointer.
         self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))

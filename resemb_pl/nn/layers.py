@@ -8,6 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from resemb_pl.errors import ConfigError, require
+
 Activation = Literal["prelu", "dice", "relu", "sigmoid"]
 
 
@@ -51,7 +53,7 @@ def activation(name: Activation, num_features: int) -> nn.Module:
         return nn.ReLU()
     if name == "sigmoid":
         return nn.Sigmoid()
-    raise ValueError(f"unknown activation {name!r}; choose prelu, dice, relu or sigmoid")
+    raise ConfigError(f"act: unknown activation {name!r}; choose prelu, dice, relu or sigmoid")
 
 
 class MLP(nn.Sequential):
@@ -62,7 +64,8 @@ class MLP(nn.Sequential):
         hidden: Hidden widths (paper: 200, 80).
         out_features: Output width (1 for a logit).
         act: Activation of the hidden layers.
-        dropout: Dropout after each hidden activation.
+        dropout: Dropout after each hidden activation, in ``[0, 1)``.
+        key: The configuration key of ``hidden``, named when a width is below 1.
     """
 
     def __init__(
@@ -72,7 +75,17 @@ class MLP(nn.Sequential):
         out_features: int = 1,
         act: Activation = "prelu",
         dropout: float = 0.0,
+        *,
+        key: str = "model.backbone.hidden",
     ) -> None:
+        require("MLP.in_features", in_features, 1)
+        require("MLP.out_features", out_features, 1)
+        for width in hidden:
+            if not width >= 1:
+                raise ConfigError(f"{key}: every width must be >= 1, got {list(hidden)}")
+        if not 0 <= dropout < 1:
+            raise ConfigError(f"{key.rpartition('.')[0] or 'model'}.dropout: must lie in [0, 1), "
+                              f"got {dropout}")
         layers: list[nn.Module] = []
         for width in hidden:
             layers += [nn.Linear(in_features, width), activation(act, width)]
@@ -101,7 +114,7 @@ class LocalActivationUnit(nn.Module):
 
     def __init__(self, dim: int, hidden: Sequence[int] = (80, 40), act: Activation = "prelu"):
         super().__init__()
-        self.mlp = MLP(4 * dim, hidden, 1, act)
+        self.mlp = MLP(4 * dim, hidden, 1, act, key="model.backbone.attention_hidden")
 
     def forward(self, hist: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         t = target.unsqueeze(1).expand_as(hist)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from resemb_pl.errors import DataError
+
 
 def negative_distribution(pairs: np.ndarray, num_items: int, power: float = 0.75) -> Tensor:
     """Sampling weights of negatives: item frequency in ``pairs`` to the power ``power``."""
@@ -84,7 +86,7 @@ def train_pairs(
         seed: Seed of shuffling and negative sampling.
     """
     if len(pairs) == 0:
-        raise ValueError("no training pairs: the sequences are too short for the window")
+        raise DataError("no training pairs: the sequences are too short for the window")
     generator = torch.Generator().manual_seed(seed)
     noise = negative_distribution(pairs, num_items)
     data = torch.from_numpy(pairs.astype(np.int64))

@@ -3,6 +3,7 @@ from torch import Tensor
 from torch_geometric.nn import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 
+from resemb_pl.errors import ConfigError, require
 from resemb_pl.nn.conv.spmm import spmm
 
 
@@ -39,7 +40,7 @@ class MeanConv(MessagePassing):
 
 
 def _check_width(module: torch.nn.Module, in_channels: int, out_channels: int) -> None:
+    name = module.__class__.__name__
+    require(f"{name}.in_channels", in_channels, 1)
     if in_channels != out_channels:
-        raise ValueError(
-            f"'{module.__class__.__name__}' keeps the width: {in_channels} != {out_channels}"
-        )
+        raise ConfigError(f"'{name}' keeps the width: {in_channels} != {out_channels}")

@@ -16,10 +16,13 @@ from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, LGConv, SAGEConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor
 
+from resemb_pl.errors import ConfigError, require
+
 
 def _heads_width(module: object, out_channels: int, heads: int) -> int:
+    require(f"{module.__class__.__name__}.heads", heads, 1)
     if out_channels % heads:
-        raise ValueError(
+        raise ConfigError(
             f"'{module.__class__.__name__}' concatenates {heads} heads: out_channels="
             f"{out_channels} is not a multiple of heads"
         )
@@ -70,8 +73,9 @@ class LGAdapterConv(LGConv):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, normalize: bool = True) -> None:
+        require(f"{self.__class__.__name__}.in_channels", in_channels, 1)
         if in_channels != out_channels:
-            raise ValueError(
+            raise ConfigError(
                 f"'{self.__class__.__name__}' keeps the width: {in_channels} != {out_channels}"
             )
         super().__init__(normalize=normalize)

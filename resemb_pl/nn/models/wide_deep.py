@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from resemb_pl.errors import require
 from resemb_pl.nn.embedding import ItemEmbedding
 from resemb_pl.nn.layers import MLP, Activation
 from resemb_pl.nn.models.base import CTRBackbone
@@ -59,6 +60,7 @@ class WideDeep(CTRBackbone):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(embedding, num_categories)
+        require("model.backbone.num_buckets", num_buckets, 1)
         self.num_buckets = num_buckets
         self.linear = nn.Linear(2 * self.dim, 1)
         self.cross_item = nn.Embedding(num_buckets, 1)

@@ -21,6 +21,7 @@ import pickle
 import re
 import signal
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +43,30 @@ def _first_sentence(exc: BaseException) -> str:
     return " ".join(str(exc).split()).split(". ")[0] or type(exc).__name__
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, map_location: Any = "cpu", *, required: Iterable[str] = ()
+) -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only.
 
+    The file must hold what Lightning writes (see :func:`check_checkpoint`).
+
+    Args:
+        path: The checkpoint file.
+        map_location: Where the tensors go.
+        required: Top-level keys the caller needs, e.g. ``hyper_parameters`` to rebuild the
+            model from the file alone (see :data:`REQUIRED_KEYS`).
+
     Raises:
-        CheckpointError: If the file is missing, unreadable, or holds anything but plain data
-            (a pickled object that would run code on load is refused, and its code never runs).
+        CheckpointError: If the file is missing, unreadable, holds anything but plain data
+            (a pickled object that would run code on load is refused, and its code never runs),
+            or is not shaped like a Lightning checkpoint (a tensor, a list, a bare state_dict),
+            naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(err))
         what = f"it would call {found[1]} when unpickled" if found else _first_sentence(err)
@@ -63,6 +76,73 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     except (RuntimeError, OSError, EOFError, ValueError) as err:
         reason = _first_sentence(err)
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+    return check_checkpoint(checkpoint, path, required)
+
+
+#: Why a caller needs each top-level key of a checkpoint, for the message when it is missing.
+REQUIRED_KEYS = {
+    "hyper_parameters": "to rebuild the model from",
+    "pytorch-lightning_version": "(it was not written by a Lightning Trainer)",
+    "optimizer_states": "to resume training from (it holds the weights only)",
+    "lr_schedulers": "to resume training from (it holds the weights only)",
+}
+
+
+def check_checkpoint(
+    checkpoint: Any, path: str | Path, required: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Refuse a loaded file that is not shaped like a Lightning checkpoint; return it.
+
+    A Lightning checkpoint is a dict whose ``state_dict`` is a dict of tensors, whose
+    ``hyper_parameters`` and ``resemb_vocab`` (where present) are dicts, the latter with
+    ``items`` and ``categories`` lists, and which holds every key in ``required``.
+
+    Raises:
+        CheckpointError: ``<path>: not a Lightning checkpoint: <what>`` (a tensor, a list, a bare
+            state_dict, a key of the wrong type or missing).
+    """
+    problem = _shape_problem(checkpoint)
+    if problem is None:
+        missing = [key for key in required if key not in checkpoint]
+        if missing:
+            why = REQUIRED_KEYS.get(missing[0], "")
+            problem = f"it has no {missing[0]!r} {why}".rstrip()
+    if problem:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint: {problem}")
+    return checkpoint
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "missing"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiouAEIOU' else 'a'} {name}"
+
+
+def _shape_problem(checkpoint: Any) -> str | None:
+    """What makes ``checkpoint`` unlike a Lightning checkpoint, or ``None``."""
+    if not isinstance(checkpoint, dict):
+        return f"it holds {_kind(checkpoint)}, not a dict with a 'state_dict'"
+    if "state_dict" not in checkpoint:
+        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            return ("it holds a bare state_dict (tensors only); save a Lightning checkpoint "
+                    "with Trainer.save_checkpoint")
+        return "it has no 'state_dict'"
+    weights = checkpoint["state_dict"]
+    if not isinstance(weights, dict):
+        return f"its 'state_dict' is {_kind(weights)}, not a dict of tensors"
+    for name, value in weights.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            return f"its 'state_dict' entry {name!r} is {_kind(value)}, not a tensor"
+    for key in ("hyper_parameters", "resemb_vocab"):
+        if key in checkpoint and not isinstance(checkpoint[key], dict):
+            return f"its '{key}' is {_kind(checkpoint[key])}, not a dict"
+    if "resemb_vocab" in checkpoint:
+        for key in ("items", "categories"):
+            value = checkpoint["resemb_vocab"].get(key)
+            if not isinstance(value, (list, tuple)):
+                return f"its 'resemb_vocab' {key!r} is {_kind(value)}, not a list"
+    return None
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -91,7 +171,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
     ) -> dict[str, Any]:
         if weights_only is False:
             log.warning("%s: loading with weights_only=True regardless of the request", path)
-        return load_checkpoint(path, map_location=map_location)
+        return load_checkpoint(path, map_location=map_location,
+                               required=("pytorch-lightning_version",))
 
 
 class Interrupted(SIGTERMException):

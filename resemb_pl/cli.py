@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,15 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from resemb_pl import __version__
+from resemb_pl.boundary import command_boundary, raised_in_package, raising_class
 from resemb_pl.callbacks import ProvenanceSaveConfig
 from resemb_pl.checkpoint import (
     PreemptionCheckpoint,
     SafeCheckpointIO,
+    check_checkpoint,
     find_last_checkpoint,
     load_checkpoint,
 )
@@ -140,9 +143,13 @@ class ResembCLI(LightningCLI):
         except ResembError:
             raise
         except (ValueError, TypeError) as err:
-            # A constructor refusing its arguments (or a config that cannot be saved) is a
-            # configuration error.
-            raise ConfigError(_one_line(err)) from None
+            # A constructor of a library or a user's class refusing its arguments (or a config
+            # that cannot be saved) is a configuration error; one raised by our own code is a bug
+            # and keeps its traceback (our checks raise ConfigError).
+            if raised_in_package(err):
+                raise
+            where = raising_class(err)
+            raise ConfigError(f"{where}: {_one_line(err)}" if where else _one_line(err)) from None
 
     def _parse_ckpt_path(self) -> None:
         # Lightning reads the model's hyperparameters from --ckpt_path here; check the file
@@ -150,16 +157,27 @@ class ResembCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         special = path in ("last", "best", "hpc") or str(path).startswith("registry")
+        checkpoint = None
         if path and (not special or Path(path).is_file()):
-            load_checkpoint(path)
+            checkpoint = load_checkpoint(path)
         try:
             super()._parse_ckpt_path()
         except ArgumentError as err:
             message = " ".join(str(err).split())
             raise CheckpointError(f"{path}: written by another model: {message}") from None
+        if checkpoint is not None:
+            # What the Trainer reads besides the weights (to resume, the training state).
+            resume = ("optimizer_states", "lr_schedulers") if subcommand == "fit" else ()
+            check_checkpoint(checkpoint, path, ("pytorch-lightning_version", *resume))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, TypeError) as err:
+            if isinstance(err, ResembError) or raised_in_package(err):
+                raise
+            settings = self._get(self.config_init, "trainer", default={})
+            raise ConfigError(_trainer_error(err, {**settings, **kwargs})) from None
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         return trainer
@@ -207,14 +225,30 @@ def _one_line(err: Exception) -> str:
     return lines[0] + (f" ({causes[0]})" if causes else "")
 
 
+def _trainer_error(err: Exception, settings: dict[str, Any]) -> str:
+    """``trainer.<key>: <why>`` for a Trainer refusing its settings.
+
+    Lightning's messages name the argument (``max_epochs``) except those about the hardware
+    (``No supported gpu backend found!``): these name the accelerator and devices set.
+    """
+    message = _one_line(err)
+    named = [k for k in settings if re.search(rf"\b{re.escape(k)}\b", message)]
+    if named:
+        return f"trainer.{named[0]}: {message}"
+    hardware = ", ".join(f"trainer.{k}={settings.get(k)!r}" for k in ("accelerator", "devices"))
+    return f"{hardware}: {message}"
+
+
+@command_boundary("resemb-pl")
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``resemb-pl fit|validate|test|predict``.
 
-    Bad data, configuration keys, arguments and checkpoints end with one line on stderr and
-    exit code 2. SIGTERM or SIGINT (Ctrl-C) during ``fit`` saves a resumable ``last.ckpt`` at
-    the next safe point, says so in one line and exits with 143 or 130
-    (:class:`~resemb_pl.checkpoint.PreemptionCheckpoint`); ``resemb-pl fit ... --ckpt_path last``
-    resumes it.
+    Bad data, configuration keys, arguments and checkpoints, paths the system refuses and
+    Trainer settings that cannot work end with one line on stderr and exit code 2
+    (:class:`~resemb_pl.boundary.command_boundary`). SIGTERM or SIGINT (Ctrl-C) during ``fit``
+    saves a resumable ``last.ckpt`` at the next safe point, says so in one line and exits with
+    143 or 130 (:class:`~resemb_pl.checkpoint.PreemptionCheckpoint`);
+    ``resemb-pl fit ... --ckpt_path last`` resumes it.
     """
     # Parsing errors raise instead of printing the usage; each parser gets its own dict, which
     # LightningCLI fills in.
@@ -233,10 +267,6 @@ def main(args: list[str] | None = None) -> None:
             args=args,
         )
         preemption.raise_if_signalled()  # a signal that came as fit was ending
-    except (ResembError, ArgumentError) as err:
-        message = " ".join(str(err).split())
-        print(f"resemb-pl: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
     except SIGTERMException:
         if preemption.is_global_zero:  # one line for the whole run
             print(f"resemb-pl: {preemption.summary()}", file=sys.stderr, flush=True)

@@ -21,6 +21,7 @@ import csv
 import json
 import logging
 import math
+import re
 import shlex
 import sys
 import tempfile
@@ -31,22 +32,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonargparse
 import numpy as np
 import torch
 import yaml
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch_geometric.data import Data
 
 import resemb_pl.nn.models as models
 from resemb_pl.atomic import atomic_open
+from resemb_pl.boundary import ArgumentParser, command_boundary, raised_in_package
 from resemb_pl.callbacks import EmbeddingMonitor, embedding_stats, top_items
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.data.graph import build_interest_graph
 from resemb_pl.data.protocols import Samples
-from resemb_pl.errors import ConfigError, ResembError
+from resemb_pl.errors import ConfigError, ResembError, require
 from resemb_pl.task import CTRTask
 
 CONVS = {
@@ -127,7 +131,14 @@ def model_spec(
 
 # -- data -----------------------------------------------------------------------------------
 def load_data_config(path: str | Path, **overrides: Any) -> dict:
-    """Read a data config (the contents of the ``data:`` group) and apply ``overrides``."""
+    """Read a data config (the contents of the ``data:`` group) and apply ``overrides``.
+
+    Its keys and the types of their values are checked against :class:`CTRDataModule`'s
+    arguments, as ``resemb-pl --data`` checks them.
+
+    Raises:
+        ConfigError: Naming the file and the key that is unknown or of the wrong type.
+    """
     path = Path(path)
     try:
         config = yaml.safe_load(path.read_text()) or {}
@@ -138,6 +149,12 @@ def load_data_config(path: str | Path, **overrides: Any) -> dict:
     if "data" in config and isinstance(config["data"], dict):
         config = config["data"]
     config.update({k: v for k, v in overrides.items() if v is not None})
+    parser = jsonargparse.ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(CTRDataModule)
+    try:
+        parser.parse_object(config)
+    except argparse.ArgumentError as err:
+        raise ConfigError(f"{path}: {' '.join(str(err).split())}") from None
     return config
 
 
@@ -486,8 +503,12 @@ def add_common_args(parser: argparse.ArgumentParser, seeds: int = 3, epochs: int
 
 
 def script_parser(doc: str, *, seeds: int = 3, epochs: int = 5) -> argparse.ArgumentParser:
-    """A script's parser: the first line of its ``doc`` as description, the common arguments."""
-    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    """A script's parser: the first line of its ``doc`` as description, the common arguments.
+
+    A bad command line raises (:class:`resemb_pl.boundary.ArgumentParser`), so that
+    :func:`run_script` reports it in one line.
+    """
+    parser = ArgumentParser(description=doc.split("\n")[0])
     add_common_args(parser, seeds=seeds, epochs=epochs)
     return parser
 
@@ -498,9 +519,8 @@ def run_script(
     argv: list[str] | None,
     run: Callable[[argparse.Namespace], None],
 ) -> int:
-    """Parse ``argv`` with ``parser``, then ``run(args)`` under :func:`script_main`."""
-    args = parse(parser, argv)
-    return script_main(name, lambda: run(args))
+    """Parse ``argv`` with ``parser`` and ``run(args)``, both under :func:`script_main`."""
+    return script_main(name, lambda: run(parse(parser, argv)))
 
 
 def check_names(*, backbones: Iterable[str] = (), embeddings: Iterable[str] = ()) -> None:
@@ -559,11 +579,57 @@ class Setup:
         return self.out_dir / "tb" / "_".join([*values, f"seed{cell['seed']}"])
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse common arguments without meaning (naming the option) before anything runs."""
+    for seed in args.seeds:
+        require("--seeds", seed, 0)
+    require("--epochs", args.epochs, 1)
+    if args.max_steps != -1:
+        require("--max-steps (or -1 for no limit)", args.max_steps, 1)
+    require("--lr", args.lr, 0)
+    require("--embedding-dim", args.embedding_dim, 1)
+    require("--residual-l2", args.residual_l2, 0)
+
+
+# The options of the common arguments that set a Trainer argument.
+_BUDGET_FLAGS = {"max_epochs": "--epochs", "max_steps": "--max-steps",
+                 "limit_train_batches": "--limit-train-batches",
+                 "limit_val_batches": "--limit-val-batches", "accelerator": "--accelerator",
+                 "devices": "--devices"}
+
+
+def check_budget(budget: Budget) -> None:
+    """Build a Trainer with ``budget`` once, so a setting it refuses stops the script at once.
+
+    Raises:
+        ConfigError: Naming the option (``--epochs``, ``--accelerator``, ...) and the reason.
+    """
+    settings = asdict(budget)
+    try:
+        Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False)
+    except (MisconfigurationException, ValueError, TypeError) as err:
+        if isinstance(err, ResembError) or raised_in_package(err):
+            raise
+        message = " ".join(str(err).split())
+        named = [k for k in settings if re.search(rf"\b{k}\b", message)]
+        flags = (
+            [_BUDGET_FLAGS.get(named[0], named[0])]
+            if named
+            else [f"--accelerator {budget.accelerator}", f"--devices {budget.devices}"]
+        )
+        raise ConfigError(f"{' '.join(flags)}: {message}") from None
+
+
 def setup(args: argparse.Namespace, experiment: str, **budget: Any) -> Setup:
-    """Read the data config, make ``reports/<experiment>/<dataset>/``, record the command."""
+    """Check the arguments, read the data config, make ``reports/<experiment>/<dataset>/``.
+
+    The command line is appended to its ``command.txt``.
+    """
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=PossibleUserWarning)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    check_args(args)
     data = load_data_config(args.data, preset=args.preset, cache_dir=args.cache_dir)
     dataset = dataset_name(args.data, data)
     out_dir = args.out / experiment / dataset
@@ -572,6 +638,7 @@ def setup(args: argparse.Namespace, experiment: str, **budget: Any) -> Setup:
                limit_train_batches=args.limit_train_batches,
                limit_val_batches=args.limit_val_batches, accelerator=args.accelerator,
                devices=devices, **budget)
+    check_budget(b)
     if args.fresh and out_dir.exists():
         for f in out_dir.glob("results*.csv"):
             f.unlink()
@@ -588,11 +655,21 @@ def setup(args: argparse.Namespace, experiment: str, **budget: Any) -> Setup:
 
 
 def script_main(name: str, body: Callable[[], None]) -> int:
-    """Run a script's body; a :class:`ResembError` becomes one line on stderr and exit 2."""
+    """Run a script's body under :class:`~resemb_pl.boundary.command_boundary`.
+
+    A user error (bad data or option, a path the system refuses, a Trainer setting that cannot
+    work) is one line ``<name>: error: <what>: <why>`` on stderr.
+
+    Returns:
+        0, or 2 after a user error.
+    """
+    boundary = command_boundary(name)
     try:
-        body()
-    except ResembError as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
+        with boundary:
+            body()
+    except SystemExit:
+        if boundary.reported is None:
+            raise
         return 2
     return 0
 

@@ -21,11 +21,9 @@ Command line (``resemb-pl-export`` is ``python -m resemb_pl.export``)::
 
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib.util
 import io
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from resemb_pl.atomic import atomic_folder
+from resemb_pl.boundary import ArgumentParser, command_boundary
 from resemb_pl.checkpoint import load_checkpoint
-from resemb_pl.errors import CheckpointError, DataError, ResembError
+from resemb_pl.errors import CheckpointError, DataError, require
 from resemb_pl.nn.embedding import ItemEmbedding
 from resemb_pl.task import CTRTask
 
@@ -68,13 +67,13 @@ EMBEDDING_EXPORT = ("items.parquet", *(f"{name}.npy" for name in EMBEDDING_FILES
 def load_task(ckpt_path: str | Path) -> CTRTask:
     """Load a ``CTRTask`` on the CPU, in eval mode, from its checkpoint alone."""
     path = Path(ckpt_path)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, required=("hyper_parameters",))
     # Build from the plain hyperparameters (the CLI's jsonargparse instantiator is not needed).
-    hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if k != "_instantiator"}
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k != "_instantiator"}
     try:
         task = CTRTask(**hparams)
         task.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as err:
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot rebuild the model ({err})") from None
     task.on_load_checkpoint(ckpt)
     if task.item_vocab is None:
@@ -186,11 +185,12 @@ def nearest(source: ItemTable | str | Path, item_id: str | int, k: int = 10) -> 
     Args:
         source: An :class:`ItemTable`, a checkpoint file or a folder written by ``embeddings``.
         item_id: An original item id.
-        k: How many neighbours (the item itself excluded).
+        k: How many neighbours (the item itself excluded), at least 1.
 
     Returns:
         ``item_id``, ``category`` and ``cosine`` of the neighbours, closest first.
     """
+    require("k", k, 1)
     if not isinstance(source, ItemTable):
         path = Path(source)
         source = ItemTable.load(path) if path.is_dir() else item_table(load_task(path))
@@ -287,9 +287,13 @@ def export_model(task: CTRTask, out: str | Path, onnx: bool = True) -> list[Path
     return [out / name for name in names]
 
 
+@command_boundary("resemb-pl-export")
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m resemb_pl.export embeddings|nearest|model``."""
-    parser = argparse.ArgumentParser(prog="resemb-pl-export", description=DESCRIPTION)
+    """Entry point of ``resemb-pl-export embeddings|nearest|model``.
+
+    A bad argument, checkpoint or path ends in one line on stderr and exit code 2.
+    """
+    parser = ArgumentParser(prog="resemb-pl-export", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     emb = commands.add_parser("embeddings", help="write the item tables and the projector",
                               description=COMMANDS["embeddings"])
@@ -309,23 +313,23 @@ def main(argv: list[str] | None = None) -> None:
     mod.add_argument("--out", required=True, help="the folder to write")
     mod.add_argument("--no_onnx", action="store_true", help="write model.pt2 only")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "embeddings":
-            table = item_table(load_task(args.ckpt_path))
-            out = table.save(args.out, args.projector_items)
-            print(f"wrote {len(table)} items to {out}")
-        elif args.command == "nearest":
-            source = Path(args.source)
-            table = ItemTable.load(source) if source.is_dir() else item_table(load_task(source))
-            for item in args.item_id:
-                print(f"# nearest to {item}")
-                print(nearest(table, item, args.k).to_string(index=False))
-        else:
-            for file in export_model(load_task(args.ckpt_path), args.out, not args.no_onnx):
-                print(f"wrote {file}")
-    except ResembError as err:
-        print(f"resemb-pl-export: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    if args.command == "embeddings":
+        require("--projector_items", args.projector_items, 0)
+    elif args.command == "nearest":
+        require("--k", args.k, 1)
+    if args.command == "embeddings":
+        table = item_table(load_task(args.ckpt_path))
+        out = table.save(args.out, args.projector_items)
+        print(f"wrote {len(table)} items to {out}")
+    elif args.command == "nearest":
+        source = Path(args.source)
+        table = ItemTable.load(source) if source.is_dir() else item_table(load_task(source))
+        for item in args.item_id:
+            print(f"# nearest to {item}")
+            print(nearest(table, item, args.k).to_string(index=False))
+    else:
+        for file in export_model(load_task(args.ckpt_path), args.out, not args.no_onnx):
+            print(f"wrote {file}")
 
 
 if __name__ == "__main__":

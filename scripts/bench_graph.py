@@ -8,12 +8,12 @@ script checks that they agree before printing the times and their ratio.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import Counter, defaultdict
 
 import numpy as np
 
+from resemb_pl.boundary import ArgumentParser, command_boundary
 from resemb_pl.data.graph import build_interest_graph
 
 
@@ -37,8 +37,9 @@ def literal(items: np.ndarray, lengths: np.ndarray, num_items: int, window: int,
     return np.array(cols), np.array(rows), np.array(counts)
 
 
+@command_boundary("bench_graph")
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--clicks", type=int, default=1_000_000)
     p.add_argument("--items", type=int, default=63_001)
     p.add_argument("--window", type=int, default=2)

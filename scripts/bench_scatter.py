@@ -22,7 +22,6 @@ both; each is reported as its median, with the number of calls into torch-scatte
 
 from __future__ import annotations
 
-import argparse
 import functools
 import inspect
 import statistics
@@ -35,6 +34,7 @@ import torch
 import torch_geometric.typing
 from torch_geometric import EdgeIndex
 
+from resemb_pl.boundary import ArgumentParser, command_boundary
 from resemb_pl.data.graph import build_interest_graph
 from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv
 from resemb_pl.nn.embedding import ResEmbedding
@@ -132,8 +132,9 @@ def measure(step: Callable[[], list[torch.Tensor]], repeat: int, clock: Callable
     return {on: (statistics.median(times[on]), calls[on], outputs[on]) for on in (True, False)}
 
 
+@command_boundary("bench_scatter")
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--items", type=int, default=100_000, help="catalogue size (default 100000)")
     p.add_argument("--clicks", type=int, default=2_000_000,
                    help="clicks of the sequences the graph is built from (default 2000000)")

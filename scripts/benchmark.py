@@ -56,6 +56,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch_geometric.data import Data  # noqa: E402
 from torchmetrics.classification import BinaryAUROC  # noqa: E402
 
+from resemb_pl.boundary import ArgumentParser, command_boundary  # noqa: E402
 from resemb_pl.data.graph import build_interest_graph  # noqa: E402
 from resemb_pl.data.synthetic import generate  # noqa: E402
 from resemb_pl.metrics import GroupAUC  # noqa: E402
@@ -353,8 +354,9 @@ def maxrss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+@command_boundary("benchmark")
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, nargs="+",
                         default=[63_001, 367_984, 1_000_000, 10_000_000])
     parser.add_argument("--steps", type=int, default=40, help="timed steps per embedding")

@@ -131,3 +131,103 @@ def test_check_compatible_names_what_differs():
     foreign = {"state_dict": {"layer.weight": torch.zeros(2)}}
     with pytest.raises(CheckpointError, match="another model: unexpected 'layer.weight'"):
         check_compatible(foreign, task, None, "a.ckpt")
+
+
+# -- files shaped otherwise than a Lightning checkpoint ------------------------------------------
+ODD_CHECKPOINTS = {
+    "tensor": (torch.zeros(3), "it holds a Tensor, not a dict with a 'state_dict'"),
+    "list": ([1, 2], "it holds a list, not a dict with a 'state_dict'"),
+    "bare_state_dict": ({"layer.weight": torch.zeros(2)},
+                        "it holds a bare state_dict (tensors only); save a Lightning checkpoint "
+                        "with Trainer.save_checkpoint"),
+    "no_state_dict": ({"epoch": 3}, "it has no 'state_dict'"),
+    "state_dict_list": ({"state_dict": [torch.zeros(2)]},
+                        "its 'state_dict' is a list, not a dict of tensors"),
+    "state_dict_text": ({"state_dict": {"w": "text"}},
+                        "its 'state_dict' entry 'w' is a str, not a tensor"),
+    "hparams_list": ({"state_dict": {}, "hyper_parameters": [1]},
+                     "its 'hyper_parameters' is a list, not a dict"),
+    "vocab_text": ({"state_dict": {}, "resemb_vocab": {"items": "abc", "categories": []}},
+                   "its 'resemb_vocab' 'items' is a str, not a list"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_CHECKPOINTS))
+def test_load_checkpoint_refuses_what_is_not_a_lightning_checkpoint(tmp_path, name):
+    content, reason = ODD_CHECKPOINTS[name]
+    path = tmp_path / f"{name}.ckpt"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == f"{path}: not a Lightning checkpoint: {reason}"
+
+
+def test_load_checkpoint_names_a_missing_required_key(tmp_path):
+    path = tmp_path / "weights.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {}}, path)
+    assert load_checkpoint(path)["hyper_parameters"] == {}
+    with pytest.raises(CheckpointError, match="weights.ckpt: .* no 'optimizer_states' to resume"):
+        load_checkpoint(path, required=("optimizer_states",))
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="no 'hyper_parameters' to rebuild the model from"):
+        load_checkpoint(path, required=("hyper_parameters",))
+    with pytest.raises(CheckpointError, match="not written by a Lightning Trainer"):
+        SafeCheckpointIO().load_checkpoint(path)
+
+
+def _one_error_line(capsys, prog: str) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if line.startswith(f"{prog}: error:")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+@pytest.mark.parametrize(("subcommand", "name"), [
+    ("fit", "tensor"), ("validate", "list"), ("test", "bare_state_dict"),
+    ("predict", "hparams_list"),
+])
+def test_commands_refuse_an_odd_checkpoint_in_one_line(tmp_path, capsys, subcommand, name):
+    from resemb_pl.cli import main
+
+    content, reason = ODD_CHECKPOINTS[name]
+    path = tmp_path / f"{name}.ckpt"
+    torch.save(content, path)
+    with pytest.raises(SystemExit) as info:
+        main([subcommand, "--data.preset", "tiny", "--data.cache_dir", str(tmp_path / "cache"),
+              "--trainer.logger", "false", "--ckpt_path", str(path)])
+    assert info.value.code == 2
+    assert _one_error_line(capsys, "resemb-pl") == (
+        f"resemb-pl: error: {path}: not a Lightning checkpoint: {reason}")
+
+
+def test_fit_refuses_to_resume_from_weights_only(tmp_path, capsys):
+    from resemb_pl.cli import main
+
+    dm = CTRDataModule(preset="tiny", cache_dir=str(tmp_path / "cache"))
+    task = CTRTask(dm.num_items, dm.num_categories)
+    path = tmp_path / "weights.ckpt"
+    torch.save({"state_dict": task.state_dict(), "pytorch-lightning_version": "2.6.0"}, path)
+    with pytest.raises(SystemExit):
+        main(["fit", "--data.preset", "tiny", "--data.cache_dir", str(tmp_path / "cache"),
+              "--trainer.logger", "false", "--ckpt_path", str(path)])
+    assert "weights.ckpt: not a Lightning checkpoint: it has no 'optimizer_states' to resume " \
+           "training from" in _one_error_line(capsys, "resemb-pl")
+
+
+@pytest.mark.parametrize(("command", "name"), [
+    ("embeddings", "state_dict_text"), ("nearest", "vocab_text"), ("model", "no_state_dict"),
+])
+def test_export_refuses_an_odd_checkpoint_in_one_line(tmp_path, capsys, command, name):
+    from resemb_pl.export import main
+
+    content, reason = ODD_CHECKPOINTS[name]
+    path = tmp_path / f"{name}.ckpt"
+    torch.save(content, path)
+    where = ["--source", str(path), "--item_id", "a"] if command == "nearest" else [
+        "--ckpt_path", str(path), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as info:
+        main([command, *where])
+    assert info.value.code == 2
+    assert _one_error_line(capsys, "resemb-pl-export") == (
+        f"resemb-pl-export: error: {path}: not a Lightning checkpoint: {reason}")
+    assert not (tmp_path / "out").exists()

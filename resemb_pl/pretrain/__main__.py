@@ -17,9 +17,10 @@ import numpy as np
 from jsonargparse import ArgumentParser
 
 from resemb_pl.atomic import atomic_open
+from resemb_pl.boundary import command_boundary
 from resemb_pl.cli_help import CompactHelpFormatter
 from resemb_pl.data.datamodule import CTRDataModule
-from resemb_pl.errors import ConfigError, ResembError
+from resemb_pl.errors import ConfigError, require
 from resemb_pl.pretrain.node2vec import pretrain_node2vec
 from resemb_pl.pretrain.skipgram import pretrain_skipgram
 from resemb_pl.pretrain.sms import pretrain_sms
@@ -33,6 +34,12 @@ METHODS = {
 }
 
 
+# The least value of the methods' options that means something; ``p`` and ``q`` must be above 0.
+MINIMUM = {"embedding_dim": 1, "walk_length": 2, "walks_per_node": 1, "window": 1, "epochs": 1,
+           "batch_size": 1, "num_negatives": 1, "lr": 0, "seed": 0, "p": 0, "q": 0}
+STRICT = {"p", "q"}
+
+
 DESCRIPTION = (
     "Pretrain an item table for the paper's +Skip, +n2v and +sms baselines: a plain embedding "
     "initialised from it (`PlainEmbedding(pretrained=<file.npy>)`, configs/model/*_skip.yaml, "
@@ -42,14 +49,15 @@ DESCRIPTION = (
 
 
 def build_parser() -> ArgumentParser:
+    """The parser of ``python -m resemb_pl.pretrain``; its errors raise (one line, exit 2)."""
     parser = ArgumentParser(prog="python -m resemb_pl.pretrain", description=DESCRIPTION,
-                            formatter_class=CompactHelpFormatter)
+                            formatter_class=CompactHelpFormatter, exit_on_error=False)
     commands = parser.add_subcommands(dest="method")
     for name, (function, skip) in METHODS.items():
         summary = sys.modules[function.__module__].__doc__.splitlines()[0]  # "+Skip: ..."
         sub = ArgumentParser(description=f"{summary} Writes the table (num_items + 1, "
                              "embedding_dim), row 0 zero, to --out (.npy).",
-                             formatter_class=CompactHelpFormatter)
+                             formatter_class=CompactHelpFormatter, exit_on_error=False)
         sub.add_class_arguments(CTRDataModule, "data")
         sub.add_argument("--out", type=str, required=True, help="Where to write the .npy table.")
         sub.add_function_arguments(function, None, skip=skip)
@@ -57,11 +65,21 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def check_options(options: dict) -> None:
+    """Refuse a method option without meaning (a size or count below 1, a negative ``lr``)."""
+    for key, value in options.items():
+        if key in MINIMUM:
+            require(f"--{key}", value, MINIMUM[key], strict=key in STRICT)
+    for width in options.get("hidden") or ():
+        require("--hidden", width, 1)
+
+
 def run(method: str, data: dict, out: str, options: dict) -> np.ndarray:
     """Pretrain with ``method`` on the data module built from ``data``; write and return it."""
     path = Path(out)
     if path.suffix != ".npy":
         raise ConfigError(f"--out {out}: the pretrained table is written as .npy")
+    check_options(options)
     dm = CTRDataModule(**data)
     function = METHODS[method][0]
     if method == "node2vec":
@@ -80,19 +98,16 @@ def run(method: str, data: dict, out: str, options: dict) -> np.ndarray:
     return array
 
 
+@command_boundary("resemb_pl.pretrain")
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m resemb_pl.pretrain``."""
+    """Entry point of ``python -m resemb_pl.pretrain``; bad input ends in one line and exit 2."""
     config = build_parser().parse_args(args)
     method = config.method
     options = config[method].as_dict()
     data = {k: v for k, v in options.pop("data").items() if not k.startswith("__")}
     out = options.pop("out")
     options = {k: v for k, v in options.items() if not k.startswith("__")}
-    try:
-        run(method, data, out, options)
-    except (ResembError, ValueError) as err:
-        print(f"resemb_pl.pretrain: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run(method, data, out, options)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,13 @@ def _user_starts(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_negatives(
-    users: np.ndarray, user_items_key: np.ndarray, num_items: int, rng: np.random.Generator
+    users: np.ndarray,
+    user_items_key: np.ndarray,
+    num_items: int,
+    rng: np.random.Generator,
+    *,
+    user_vocab: np.ndarray | None = None,
+    source: str = "negative sampling",
 ) -> np.ndarray:
     """Draw, for each entry of ``users``, a random item in ``1..num_items`` that user never touched.
 
@@ -97,21 +103,38 @@ def sample_negatives(
         user_items_key: Sorted ``user * (num_items + 1) + item`` of every event.
         num_items: Number of items ``H``.
         rng: Random generator.
+        user_vocab: Original user ids, to name a user in an error.
+        source: The data, to name it in an error.
 
-    Rejection sampling, vectorised: each round redraws only the collisions.
+    Rejection sampling, vectorised: each round redraws only the collisions. Users still left
+    after a few rounds (they touched nearly every item) draw from their untouched items.
+
+    Raises:
+        DataError: If a user has touched every item, naming the user.
     """
     n = num_items + 1
     out = rng.integers(1, n, size=len(users))
     todo = np.arange(len(users))
-    for _ in range(1000):  # rounds of rejection, each vectorised over all pending draws
+    for round_ in range(50):  # rounds of rejection, each vectorised over all pending draws
         key = users[todo] * n + out[todo]
         pos = np.minimum(np.searchsorted(user_items_key, key), len(user_items_key) - 1)
-        bad = user_items_key[pos] == key
-        todo = todo[bad]
+        todo = todo[user_items_key[pos] == key]
         if not len(todo):
             return out
-        out[todo] = rng.integers(1, n, size=len(todo))
-    raise DataError("negative sampling: a user has interacted with (almost) every item")
+        if round_ < 49:
+            out[todo] = rng.integers(1, n, size=len(todo))
+    for user in np.unique(users[todo]):
+        lo, hi = np.searchsorted(user_items_key, [user * n, (user + 1) * n])
+        free = np.setdiff1d(np.arange(1, n), user_items_key[lo:hi] - user * n)
+        if not len(free):
+            name = user_vocab[user] if user_vocab is not None else user
+            raise DataError(
+                f"{source}: user {name!r} has interacted with every one of the {num_items} "
+                "items, so no negative item can be drawn for them"
+            )
+        mine = todo[users[todo] == user]
+        out[mine] = rng.choice(free, size=len(mine))
+    return out
 
 
 def _pairs(
@@ -123,6 +146,8 @@ def _pairs(
     key: np.ndarray,
     num_items: int,
     max_len: int,
+    user_vocab: np.ndarray | None = None,
+    source: str = "negative sampling",
 ) -> Samples:
     """Positive and negative samples for the positions ``pos`` (index of the target in ``items``).
 
@@ -132,7 +157,7 @@ def _pairs(
     hist_len = np.minimum(k, max_len)
     hist_start = pos - hist_len
     users = seq_users[pos]
-    neg = sample_negatives(users, key, num_items, rng)
+    neg = sample_negatives(users, key, num_items, rng, user_vocab=user_vocab, source=source)
     # Interleave: positive then negative of the same position.
     m = len(pos)
     return Samples(
@@ -150,7 +175,8 @@ def _split_users(
 ) -> np.ndarray:
     """Group 0 (train), 1 (validation) or 2 (test) of each user, by a seeded permutation."""
     if not (0 < user_fractions[0] < 1 and 0 <= user_fractions[1] < 1 - user_fractions[0]):
-        raise ConfigError(f"data.user_fractions: need 0 < train < 1 and val < 1 - train, got {user_fractions}")
+        raise ConfigError("data.user_fractions: need 0 < train < 1 and val < 1 - train, "
+                          f"got {user_fractions}")
     perm = rng.permutation(num_users)
     n_train = int(round(user_fractions[0] * num_users))
     n_val = int(round(user_fractions[1] * num_users))
@@ -204,7 +230,8 @@ def din_samples(
     n_of = end_of - start_of
 
     def make(pos: np.ndarray) -> Samples:
-        return _pairs(rng, users, start_of[pos], pos, items, key, interactions.num_items, max_len)
+        return _pairs(rng, users, start_of[pos], pos, items, key, interactions.num_items, max_len,
+                      interactions.user_vocab, interactions.source)
 
     if split == "last":
         test = make(idx[k == n_of - 1][n_of[k == n_of - 1] >= 2])

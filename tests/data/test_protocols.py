@@ -4,7 +4,7 @@ import pytest
 
 from resemb_pl.data.graph import build_interest_graph
 from resemb_pl.data.interactions import canonicalize
-from resemb_pl.data.protocols import din_samples, movielens_samples
+from resemb_pl.data.protocols import din_samples, movielens_samples, sample_negatives
 from resemb_pl.data.readers import read_interactions
 from resemb_pl.data.synthetic import generate
 from resemb_pl.errors import ConfigError, DataError
@@ -123,3 +123,21 @@ def test_din_protocol_on_real_sports(shared_data):
     keep[starts + lengths - 1] = keep[starts + lengths - 2] = False
     assert np.array_equal(splits.graph_items, items[keep])
     assert graph.num_nodes == data.num_items + 1
+
+
+def test_negatives_of_a_user_who_touched_nearly_every_item():
+    # User 0 touched items 1..999 of 1000: rejection sampling alone would give up.
+    users = np.r_[np.zeros(999, np.int64), [1]]
+    items = np.r_[np.arange(1, 1000), [5]]
+    key = np.sort(users * 1001 + items)
+    neg = sample_negatives(np.array([0, 0, 0, 1]), key, 1000, np.random.default_rng(0))
+    assert neg[:3].tolist() == [1000, 1000, 1000]
+    assert neg[3] != 5
+
+
+def test_a_user_who_touched_every_item_is_named():
+    frame = pd.DataFrame({"user_id": ["ann"] * 4 + ["bob"] * 4, "item_id": [1, 2, 3, 4, 1, 2, 3, 3],
+                          "timestamp": [1, 2, 3, 4, 1, 2, 3, 4]})
+    with pytest.raises(DataError, match=r"events: user 'ann' has interacted with every one of "
+                                        r"the 4 items, so no negative item can be drawn"):
+        din_samples(canonicalize(frame, category=None, source="events"))

@@ -312,6 +312,12 @@ class CTRDataModule(LightningDataModule):
             for name in ("train", "val", "test", "predict")
             if f"{name}_target" in self.arrays
         }
+        if stage == "fit" and "train" in self.datasets and not len(self.datasets["train"]):
+            h = self.hparams  # else fit "succeeds" with exit code 0 and no checkpoint
+            need = ("a user needs 4 or more events (split 'last' trains on those before the "
+                    "last two)" if h.split == "last" and h.protocol == "din"
+                    else "no user of the training split has 2 or more events")
+            raise DataError(f"{h.path or h.preset}: no training samples; {need}")
 
     # -- loaders -----------------------------------------------------------------------------
     def _eval_loader(self, name: str) -> DataLoader:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.data.interactions import canonicalize, normalize_ids, time_values
 from resemb_pl.data.protocols import din_samples
 from resemb_pl.data.readers import read_interactions
@@ -129,3 +130,15 @@ def test_item_table_matches_ids_in_their_one_form(tmp_path):
                              columns={"category_id": "cat"})
     assert data.category_vocab.tolist() == ["x", "y"]
     assert data.frame["category_id"].tolist() == [1, 2]
+
+
+def test_fit_refuses_a_table_without_training_samples(tmp_path):
+    # Split 'last' trains on the events before each user's last two: 3 events give none.
+    pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 2], "item_id": [5, 6, 7, 7, 8, 9],
+                  "timestamp": [1, 2, 3, 1, 2, 3]}).to_parquet(tmp_path / "e.parquet")
+    dm = CTRDataModule(source="interactions", path=str(tmp_path / "e.parquet"), cache_dir=None,
+                       top_k=1)
+    dm.setup("validate")  # evaluating such data is fine
+    with pytest.raises(DataError, match=r"e\.parquet: no training samples; a user needs 4 or "
+                                        r"more events"):
+        dm.setup("fit")

@@ -35,7 +35,8 @@ DESCRIPTION = (
     "Res-embedding for deep CTR prediction: train and evaluate a CTR model (a backbone with a "
     "plain or res-embedding item table) on click data, and score requests with it. Options come "
     "from YAML files (--config, --model, --data, --trainer) and the command line; "
-    "`resemb-pl SUBCOMMAND --help` lists them."
+    "`resemb-pl SUBCOMMAND --help` lists them. `resemb-pl compare --help`: train several model "
+    "configs on one data config over seeds and tabulate their test AUC and GAUC."
 )
 
 #: The description (first) and the one-line help of each subcommand.
@@ -241,7 +242,7 @@ def _trainer_error(err: Exception, settings: dict[str, Any]) -> str:
 
 @command_boundary("resemb-pl")
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``resemb-pl fit|validate|test|predict``.
+    """Entry point of ``resemb-pl fit|validate|test|predict`` and ``resemb-pl compare``.
 
     Bad data, configuration keys, arguments and checkpoints, paths the system refuses and
     Trainer settings that cannot work end with one line on stderr and exit code 2
@@ -250,6 +251,11 @@ def main(args: list[str] | None = None) -> None:
     143 or 130 (:class:`~resemb_pl.checkpoint.PreemptionCheckpoint`);
     ``resemb-pl fit ... --ckpt_path last`` resumes it.
     """
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] == "compare":  # not a Trainer method: its own command, same boundary
+        from resemb_pl.compare import main as compare_main
+
+        return compare_main(argv[1:])
     # Parsing errors raise instead of printing the usage; each parser gets its own dict, which
     # LightningCLI fills in.
     _show_package_logs()

@@ -40,6 +40,8 @@ from resemb_pl.nn.embedding import ItemEmbedding
 from resemb_pl.task import CTRTask
 
 EMBEDDING_FILES = ("embedding", "central", "residual")
+#: What ``embeddings`` writes in its folder; an export replaces exactly these and keeps the rest.
+EMBEDDING_EXPORT = ("items.parquet", *(f"{name}.npy" for name in EMBEDDING_FILES), "projector")
 
 #: ``resemb-pl-export --help``: what the command is for, then each subcommand's description.
 DESCRIPTION = (
@@ -59,9 +61,6 @@ COMMANDS = {
              "installed, model.onnx. It maps dense ids hist (B, L) (0 = padding) and target (B,) "
              "to probabilities (B,).",
 }
-
-#: What ``embeddings`` writes in its folder; an export replaces exactly these and keeps the rest.
-EMBEDDING_EXPORT = ("items.parquet", *(f"{name}.npy" for name in EMBEDDING_FILES), "projector")
 
 
 def load_task(ckpt_path: str | Path) -> CTRTask:

@@ -193,3 +193,12 @@ def test_a_backbone_that_is_not_a_ctr_backbone_is_refused(tmp_path, monkeypatch,
     assert len(err) == 1
     assert "model.backbone" in err[0]
     assert "CTRBackbone" in err[0]
+
+
+def test_top_level_help_names_compare_which_has_its_own_help(capsys, monkeypatch):
+    out = _flat(_help(main, ["--help"], capsys, monkeypatch))
+    assert "`resemb-pl compare --help`" in out
+    out = _flat(_help(main, ["compare", "--help"], capsys, monkeypatch))
+    assert out.startswith("usage: resemb-pl compare")
+    for option in ("--data", "--models", "--seeds", "--out"):
+        assert option in out

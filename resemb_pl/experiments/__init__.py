@@ -1,0 +1,59 @@
+"""The machinery behind ``scripts/``, split by job.
+
+- :mod:`~resemb_pl.experiments.registry`: the short names (``plain``, ``avg``, ``gcn``,
+  ``att``; backbones by class or module name) and the model specs they stand for;
+- :mod:`~resemb_pl.experiments.grid`: :class:`Grid`, the resumable ``results.csv`` that the
+  experiment scripts and ``resemb-pl compare`` share, and :func:`fit_and_test`, one run;
+- :mod:`~resemb_pl.experiments.tables`: mean ± std per group, CSV and Markdown tables;
+- :mod:`~resemb_pl.experiments.cli`: the scripts' common arguments, set-up and error boundary;
+- :mod:`~resemb_pl.experiments.tsne`: an exact t-SNE and the k-NN label purity (Fig. 7);
+- :mod:`~resemb_pl.experiments.subset`: training on a fraction of the users (Fig. 6).
+
+Everything is importable from the package itself.
+
+Example::
+
+    from resemb_pl.experiments import Grid, summarize, write_table
+
+    grid = Grid(Path("reports/mine/synthetic_tiny"), settings={"epochs": 1})
+    rows = grid.run([{"embedding": "att", "seed": 0}], lambda cell: {"auc": 0.9})
+    write_table(grid.out_dir / "mine", summarize(rows, ["embedding"], ["auc"]),
+                ["embedding", "n", "auc_mean"], "Mine")
+"""
+
+from resemb_pl.experiments.cli import (
+    Setup,
+    add_common_args,
+    cell_model,
+    check_args,
+    check_budget,
+    dataset_name,
+    load_data_config,
+    parse,
+    run_script,
+    script_main,
+    script_parser,
+    setup,
+)
+from resemb_pl.experiments.grid import METRICS, Budget, Grid, cell_id, fit_and_test
+from resemb_pl.experiments.registry import (
+    CONVS,
+    EMBEDDINGS,
+    available_backbones,
+    backbone_spec,
+    check_names,
+    embedding_spec,
+    model_spec,
+)
+from resemb_pl.experiments.subset import SubsetDataModule, graph_from_samples
+from resemb_pl.experiments.tables import add_pm, csv_value, mean_std, pm, summarize, write_table
+from resemb_pl.experiments.tsne import knn_purity, tsne
+
+__all__ = [
+    "CONVS", "EMBEDDINGS", "METRICS", "Budget", "Grid", "Setup", "SubsetDataModule",
+    "add_common_args", "add_pm", "available_backbones", "backbone_spec", "cell_id",
+    "cell_model", "check_args", "check_budget", "check_names", "csv_value", "dataset_name",
+    "embedding_spec", "fit_and_test", "graph_from_samples", "knn_purity", "load_data_config",
+    "mean_std", "model_spec", "parse", "pm", "run_script", "script_main", "script_parser",
+    "setup", "summarize", "tsne", "write_table",
+]

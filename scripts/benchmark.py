@@ -59,12 +59,14 @@ from torchmetrics.classification import BinaryAUROC  # noqa: E402
 from resemb_pl.boundary import ArgumentParser, command_boundary  # noqa: E402
 from resemb_pl.data.graph import build_interest_graph  # noqa: E402
 from resemb_pl.data.synthetic import generate  # noqa: E402
+from resemb_pl.experiments.registry import CONVS as SHORT_NAMES  # noqa: E402
+from resemb_pl.experiments.registry import conv_class  # noqa: E402
 from resemb_pl.metrics import GroupAUC  # noqa: E402
 from resemb_pl.nn import PlainEmbedding, ResEmbedding  # noqa: E402
-from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv  # noqa: E402
 from resemb_pl.task import CTRTask  # noqa: E402
 
-CONVS = {"AVG": MeanConv, "GCN": GCNNormConv, "ATT": DotAttentionConv}
+#: The res-embeddings of the registry, by their short names in upper case (AVG, GCN, ATT).
+CONVS = {name.upper(): conv_class(name) for name in SHORT_NAMES}
 NUM_CATEGORIES = 1000
 BATCH = 128
 DIM = 18

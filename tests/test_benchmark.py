@@ -52,3 +52,16 @@ def test_extend_graph_keeps_the_old_items_edges_and_adds_k_per_new_item(bench):
     # The old items' one-hop subgraphs are the same in both graphs.
     batch = [_batch([3, 17], [[5, 0], [49, 50]])]
     assert bench.rows_touched(batch, grown) == bench.rows_touched(batch, graph)
+
+
+def test_benchmark_times_the_registry_res_embeddings(bench):
+    # The benchmark's AVG/GCN/ATT are the registry's avg/gcn/att, as the experiments train them.
+    from resemb_pl.experiments import embedding_spec
+
+    assert list(bench.CONVS) == ["AVG", "GCN", "ATT"]
+    for name, conv in bench.CONVS.items():
+        spec = embedding_spec(name.lower())["init_args"]["conv"]["class_path"]
+        assert spec == f"resemb_pl.nn.conv.{conv.__name__}"
+    task = bench.make_task(20, "GCN", torch.device("cpu"), fused=False)
+    assert [type(m).__name__ for m in task.modules() if "Conv" in type(m).__name__] == [
+        "GCNNormConv"]

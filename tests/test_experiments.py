@@ -14,6 +14,7 @@ from resemb_pl.experiments import (
     SubsetDataModule,
     backbone_spec,
     cell_id,
+    conv_class,
     embedding_spec,
     graph_from_samples,
     knn_purity,
@@ -21,6 +22,7 @@ from resemb_pl.experiments import (
     tsne,
     write_table,
 )
+from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = str(ROOT / "configs" / "data" / "synthetic_small.yaml")
@@ -89,7 +91,8 @@ def test_table3_resumes_without_retraining(tmp_path, monkeypatch, capsys):
     out = tmp_path / "reports" / "table3" / "synthetic_tiny"
     results = (out / "results.csv").read_bytes()
     md = (out / "table3.md").read_text()
-    assert "| din | plain | 1 |" in md and "+0.00 |" in md
+    assert "| din | plain | 1 |" in md
+    assert "+0.00 |" in md
     assert "--embeddings plain att" in (out / "command.txt").read_text()
 
     trained.clear()
@@ -143,6 +146,11 @@ def test_specs_by_name():
     }
     with pytest.raises(ConfigError, match="unknown embedding 'sage'; choose from plain, avg"):
         embedding_spec("sage")
+    # the class a short name stands for is the one its spec names
+    assert [conv_class(n) for n in ("avg", "gcn", "att")] == [MeanConv, GCNNormConv,
+                                                             DotAttentionConv]
+    with pytest.raises(ConfigError, match="unknown res-embedding 'plain'; choose from avg"):
+        conv_class("plain")
 
 
 # -- training on a fraction of the users ----------------------------------------------------
@@ -230,5 +238,6 @@ def test_script_writes_outputs(tmp_path, name, monkeypatch):
     assert out.with_suffix(".md").read_text().startswith("# ")
     if name != "theorem1_radius":
         picture = image.imread(out.with_suffix(".png"))
-        assert picture.ndim == 3 and picture.shape[0] > 100
+        assert picture.ndim == 3
+        assert picture.shape[0] > 100
     assert f"scripts/{name}.py --data" in (out.parent / "command.txt").read_text()

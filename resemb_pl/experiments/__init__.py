@@ -42,6 +42,7 @@ from resemb_pl.experiments.registry import (
     available_backbones,
     backbone_spec,
     check_names,
+    conv_class,
     embedding_spec,
     model_spec,
 )
@@ -52,8 +53,8 @@ from resemb_pl.experiments.tsne import knn_purity, tsne
 __all__ = [
     "CONVS", "EMBEDDINGS", "METRICS", "Budget", "Grid", "Setup", "SubsetDataModule",
     "add_common_args", "add_pm", "available_backbones", "backbone_spec", "cell_id",
-    "cell_model", "check_args", "check_budget", "check_names", "csv_value", "dataset_name",
-    "embedding_spec", "fit_and_test", "graph_from_samples", "knn_purity", "load_data_config",
-    "mean_std", "model_spec", "parse", "pm", "run_script", "script_main", "script_parser",
-    "setup", "summarize", "tsne", "write_table",
+    "cell_model", "check_args", "check_budget", "check_names", "conv_class", "csv_value",
+    "dataset_name", "embedding_spec", "fit_and_test", "graph_from_samples", "knn_purity",
+    "load_data_config", "mean_std", "model_spec", "parse", "pm", "run_script", "script_main",
+    "script_parser", "setup", "summarize", "tsne", "write_table",
 ]

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 
 import torch
@@ -38,6 +39,18 @@ def embedding_spec(name: str, residual_l2: float = 0.006) -> dict:
         "class_path": "resemb_pl.nn.ResEmbedding",
         "init_args": {"conv": {"class_path": CONVS[name]}, "residual_l2": residual_l2},
     }
+
+
+def conv_class(name: str) -> type[torch.nn.Module]:
+    """The graph layer class of a res-embedding short name ``avg|gcn|att`` (not imported twice).
+
+    Raises:
+        ConfigError: ``name`` is not a res-embedding of :data:`CONVS`.
+    """
+    if name not in CONVS:
+        raise ConfigError(f"unknown res-embedding {name!r}; choose from {', '.join(CONVS)}")
+    module, _, cls = CONVS[name].rpartition(".")
+    return getattr(importlib.import_module(module), cls)
 
 
 def _norm(name: str) -> str:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import hashlib
 import json
 import logging
@@ -57,13 +58,13 @@ from resemb_pl.boundary import ArgumentParser, command_boundary
 from resemb_pl.cli import ResembCLI, _show_package_logs
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import ConfigError
-from resemb_pl.experiments import Grid, load_data_config, mean_std, pm
-from resemb_pl.metrics import rela_impr
+from resemb_pl.experiments.cli import load_data_config
+from resemb_pl.experiments.grid import Grid, append_command
+from resemb_pl.experiments.tables import METRICS, compare_table, csv_value, save_figure
 from resemb_pl.task import CTRTask
 
 #: The trainer block used when ``--config`` is not given (the checkout's shared one).
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-METRICS = ("auc", "gauc", "logloss")
 #: Option prefixes that go to every run unchanged.
 PASSED_ON = ("--trainer.", "--data.", "--model.")
 
@@ -254,47 +255,6 @@ def train_and_test(argv: list[str]) -> dict[str, Any]:
     }
 
 
-def compare_table(
-    rows: list[dict], names: list[str], seeds: list[int], baseline: str | None = ""
-) -> list[dict[str, Any]]:
-    """Per model, in the order of ``names``: mean ± std over seeds, RelaImpr and wins.
-
-    Args:
-        rows: The runs' rows (``model``, ``seed`` and the :data:`METRICS`, numbers or text).
-        names: The models.
-        seeds: The seeds to count.
-        baseline: The model the others are compared with: ``""`` for the first of ``names``,
-            ``None`` for none (``rela_impr`` and ``wins`` are ``None`` throughout).
-
-    Returns:
-        One dict per model: ``model``, ``n`` (runs), ``<metric>_mean``, ``<metric>_std``,
-        ``<metric>`` (``mean ± std`` text), ``rela_impr`` (of the mean AUC against the
-        baseline's, in percent; ``None`` for the baseline) and ``wins`` (seeds, among those both
-        ran, where the model's test AUC is above the baseline's; ``None`` for the baseline)
-        and ``paired`` (those seeds' count).
-    """
-    auc = {(r["model"], int(r["seed"])): float(r["auc"]) for r in rows}
-    base = names[0] if baseline == "" else baseline
-    base_auc = mean_std(r["auc"] for r in rows
-                        if r["model"] == base and int(r["seed"]) in seeds)[0]
-    table = []
-    for name in names:
-        sel = [r for r in rows if r["model"] == name and int(r["seed"]) in seeds]
-        entry: dict[str, Any] = {"model": name, "n": len(sel)}
-        for m in METRICS:
-            mean, std = mean_std(r[m] for r in sel)
-            entry.update({f"{m}_mean": mean, f"{m}_std": std, m: pm(mean, std)})
-        paired = [s for s in seeds if (name, s) in auc and (base, s) in auc]
-        entry["paired"] = len(paired)
-        if base is None or name == base:
-            entry["rela_impr"] = entry["wins"] = None
-        else:
-            entry["rela_impr"] = rela_impr(entry["auc_mean"], base_auc)
-            entry["wins"] = sum(auc[(name, s)] > auc[(base, s)] for s in paired)
-        table.append(entry)
-    return table
-
-
 def markdown(table: list[dict], title: str) -> str:
     """The table of :func:`compare_table` as Markdown."""
     lines = [f"# {title}", "",
@@ -319,21 +279,14 @@ def write_outputs(out: Path, rows: list[dict], table: list[dict], names: list[st
     columns = ["model", "n", *[f"{m}_{s}" for m in METRICS for s in ("mean", "std")],
                "rela_impr_pct", "wins", "paired"]
     with atomic_open(out / "compare.csv", "w", newline="") as fh:
-        fh.write(",".join(columns) + "\n")
-        for t in table:
-            values = {**t, "rela_impr_pct": "" if t["rela_impr"] is None else
-                      f"{t['rela_impr']:.4f}", "wins": "" if t["wins"] is None else t["wins"]}
-            fh.write(",".join(_csv_text(values[c]) for c in columns) + "\n")
-    with atomic_open(out / "compare_auc.png", "wb") as fh:
-        auc_figure(rows, names, seeds, f"{out.name}: test AUC of each run").savefig(
-            fh, format="png", dpi=120)
-
-
-def _csv_text(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = str(value)
-    return f'"{text}"' if "," in text or '"' in text else text
+        writer = csv.DictWriter(fh, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**{k: csv_value(v) for k, v in t.items()},
+                          "rela_impr_pct": "" if t["rela_impr"] is None else
+                          f"{t['rela_impr']:.4f}", "wins": "" if t["wins"] is None else t["wins"]}
+                         for t in table)
+    save_figure(auc_figure(rows, names, seeds, f"{out.name}: test AUC of each run"),
+                out / "compare_auc.png")
 
 
 def auc_figure(rows: list[dict], names: list[str], seeds: list[int], title: str):
@@ -359,13 +312,6 @@ def auc_figure(rows: list[dict], names: list[str], seeds: list[int], title: str)
     return fig
 
 
-def _append_command(out: Path, command: str) -> None:
-    path = out / "command.txt"
-    before = path.read_text() if path.exists() else ""
-    with atomic_open(path, "w") as fh:
-        fh.write(before + command + "\n")
-
-
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
@@ -383,13 +329,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> list[dict[str, Any]]:
     del models  # read only to refuse an unreadable one before any training
     names = model_names(args.models)
     out = args.out or Path("reports") / "compare" / args.data.stem
-    if args.fresh:
-        for f in ("results.csv", "results.settings.json"):
-            (out / f).unlink(missing_ok=True)
     settings = {"data": data, "config": configs, "trainer": trainers, "extra": extra,
                 "patience": args.patience}
-    grid = Grid(out, settings)
-    _append_command(out, args.command)
+    grid = Grid(out, settings, fresh=args.fresh)
+    append_command(out, args.command)
     log_root = out / "tb"
     paths = dict(zip(names, args.models, strict=True))
     cells = [{"model": n, "config": _digest(paths[n]), "seed": s}

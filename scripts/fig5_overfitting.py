@@ -35,6 +35,7 @@ from resemb_pl.experiments import (  # noqa: E402
     mean_std,
     pm,
     run_script,
+    save_figure,
     script_parser,
     setup,
     write_table,
@@ -122,9 +123,7 @@ def plot(curves: dict[str, list[dict]], path: Path, dataset: str) -> list[dict]:
     ax.set_title(f"Fig. 5: train and validation loss ({dataset})")
     ax.legend()
     fig.tight_layout()
-    with atomic_open(path) as fh:
-        fig.savefig(fh, format=path.suffix[1:], dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return table
 
 

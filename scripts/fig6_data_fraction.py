@@ -20,7 +20,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from resemb_pl.atomic import atomic_open  # noqa: E402
 from resemb_pl.errors import ConfigError  # noqa: E402
 from resemb_pl.experiments import (  # noqa: E402
     EMBEDDINGS,
@@ -30,6 +29,7 @@ from resemb_pl.experiments import (  # noqa: E402
     check_names,
     fit_and_test,
     run_script,
+    save_figure,
     script_parser,
     setup,
     summarize,
@@ -87,9 +87,7 @@ def plot(table: list[dict], path: Path, dataset: str) -> None:
     ax.legend(title="embedding")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_open(path) as fh:
-        fig.savefig(fh, format=path.suffix[1:], dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from resemb_pl.experiments import (  # noqa: E402
     fit_and_test,
     knn_purity,
     run_script,
+    save_figure,
     script_parser,
     setup,
     summarize,
@@ -119,9 +120,7 @@ def plot(files: dict[str, Path], path: Path, dataset: str, args: argparse.Namesp
     fig.legend(handles, labels, loc="center right", fontsize="small", markerscale=2)
     fig.suptitle(f"Fig. 7: t-SNE of item embeddings coloured by interest domain ({dataset})")
     fig.tight_layout(rect=(0, 0, 0.85, 0.96))
-    with atomic_open(path) as fh:
-        fig.savefig(fh, format=path.suffix[1:], dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

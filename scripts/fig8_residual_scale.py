@@ -23,7 +23,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from resemb_pl.atomic import atomic_open  # noqa: E402
 from resemb_pl.errors import ConfigError  # noqa: E402
 from resemb_pl.experiments import (  # noqa: E402
     CONVS,
@@ -32,6 +31,7 @@ from resemb_pl.experiments import (  # noqa: E402
     cell_model,
     fit_and_test,
     run_script,
+    save_figure,
     script_parser,
     setup,
     summarize,
@@ -102,9 +102,7 @@ def plot(rows: list[dict], plain: dict | None, path: Path, dataset: str, name: s
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_open(path) as fh:
-        fig.savefig(fh, format=path.suffix[1:], dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-from resemb_pl.compare import compare_table
 from resemb_pl.experiments import (
     EMBEDDINGS,
     METRICS,
     cell_model,
     check_names,
+    compare_table,
     fit_and_test,
     run_script,
     script_parser,

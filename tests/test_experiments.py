@@ -70,6 +70,14 @@ def test_grid_refuses_other_settings(tmp_path):
         Grid(tmp_path, {"epochs": 2})
 
 
+def test_grid_fresh_discards_the_finished_cells_and_their_settings(tmp_path):
+    Grid(tmp_path, {"epochs": 1}).run([{"seed": 0}], lambda c: {"auc": 0.7})
+    grid = Grid(tmp_path, {"epochs": 2}, fresh=True)  # other settings: allowed when fresh
+    assert grid.rows() == []
+    assert grid.run([{"seed": 0}], lambda c: {"auc": 0.8})[0]["auc"] == "0.8"
+    assert '"epochs": 2' in grid.settings_file.read_text()
+
+
 def test_grid_rejects_duplicate_cells(tmp_path):
     with pytest.raises(ConfigError, match="duplicate cells"):
         Grid(tmp_path, {}).run([{"seed": 0}, {"seed": 0}], lambda c: {})

@@ -35,7 +35,7 @@ from resemb_pl.experiments.cli import (
     script_parser,
     setup,
 )
-from resemb_pl.experiments.grid import METRICS, Budget, Grid, cell_id, fit_and_test
+from resemb_pl.experiments.grid import Budget, Grid, append_command, cell_id, fit_and_test
 from resemb_pl.experiments.registry import (
     CONVS,
     EMBEDDINGS,
@@ -47,14 +47,25 @@ from resemb_pl.experiments.registry import (
     model_spec,
 )
 from resemb_pl.experiments.subset import SubsetDataModule, graph_from_samples
-from resemb_pl.experiments.tables import add_pm, csv_value, mean_std, pm, summarize, write_table
+from resemb_pl.experiments.tables import (
+    METRICS,
+    add_pm,
+    compare_table,
+    csv_value,
+    mean_std,
+    pm,
+    save_figure,
+    summarize,
+    write_table,
+)
 from resemb_pl.experiments.tsne import knn_purity, tsne
 
 __all__ = [
     "CONVS", "EMBEDDINGS", "METRICS", "Budget", "Grid", "Setup", "SubsetDataModule",
-    "add_common_args", "add_pm", "available_backbones", "backbone_spec", "cell_id",
-    "cell_model", "check_args", "check_budget", "check_names", "conv_class", "csv_value",
-    "dataset_name", "embedding_spec", "fit_and_test", "graph_from_samples", "knn_purity",
-    "load_data_config", "mean_std", "model_spec", "parse", "pm", "run_script", "script_main",
-    "script_parser", "setup", "summarize", "tsne", "write_table",
+    "add_common_args", "add_pm", "append_command", "available_backbones", "backbone_spec",
+    "cell_id", "cell_model", "check_args", "check_budget", "check_names", "compare_table",
+    "conv_class", "csv_value", "dataset_name", "embedding_spec", "fit_and_test",
+    "graph_from_samples", "knn_purity", "load_data_config", "mean_std", "model_spec", "parse",
+    "pm", "run_script", "save_figure", "script_main", "script_parser", "setup", "summarize",
+    "tsne", "write_table",
 ]

@@ -29,11 +29,10 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from resemb_pl.atomic import atomic_open
 from resemb_pl.boundary import ArgumentParser, command_boundary, raised_in_package
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import ConfigError, ResembError, require
-from resemb_pl.experiments.grid import Budget, Grid
+from resemb_pl.experiments.grid import Budget, Grid, append_command
 from resemb_pl.experiments.registry import model_spec
 
 
@@ -229,10 +228,7 @@ def setup(args: argparse.Namespace, experiment: str, **budget: Any) -> Setup:
         for f in out_dir.glob("results*.csv"):
             f.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
-    history = out_dir / "command.txt"  # every command run in this folder, appended whole
-    earlier = history.read_text() if history.exists() else ""
-    with atomic_open(history, "w") as fh:
-        fh.write(earlier + args.command + "\n")
+    append_command(out_dir, args.command)
     settings = {"data": data, "budget": asdict(b), "lr": args.lr, "backbone": args.backbone,
                 "embedding_dim": args.embedding_dim, "residual_l2": args.residual_l2}
     settings["budget"].pop("accelerator")  # the device does not change what a cell means

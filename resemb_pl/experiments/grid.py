@@ -30,10 +30,9 @@ from resemb_pl.callbacks import EmbeddingMonitor, embedding_stats, top_items
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import ConfigError
 from resemb_pl.experiments.subset import SubsetDataModule
-from resemb_pl.experiments.tables import csv_value
+from resemb_pl.experiments.tables import METRICS, csv_value
 from resemb_pl.task import CTRTask
 
-METRICS = ("auc", "gauc", "logloss")
 
 # -- one run --------------------------------------------------------------------------------
 @dataclass
@@ -140,14 +139,19 @@ class Grid:
         settings: Everything that all cells share (data config, budget, ...). A grid resumed
             with other settings is refused, so one CSV never mixes two setups.
         name: Base name of the results file (``<name>.csv``) and its settings file.
+        fresh: Discard the finished cells (the results and settings files) first.
     """
 
-    def __init__(self, out_dir: Path, settings: dict, name: str = "results") -> None:
+    def __init__(self, out_dir: Path, settings: dict, name: str = "results",
+                 fresh: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.csv = self.out_dir / f"{name}.csv"
         self.settings_file = self.out_dir / f"{name}.settings.json"
         self.settings = json.loads(json.dumps(settings, default=str))
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            self.csv.unlink(missing_ok=True)
+            self.settings_file.unlink(missing_ok=True)
         if self.settings_file.exists():
             old = json.loads(self.settings_file.read_text())
             if old != self.settings and self.csv.exists():
@@ -200,6 +204,14 @@ class Grid:
             writer = csv.DictWriter(fh, fields)
             writer.writeheader()
             writer.writerows(rows)
+
+
+def append_command(out_dir: Path, command: str) -> None:
+    """Append ``command`` to ``<out_dir>/command.txt``: every command that wrote to the folder."""
+    history = Path(out_dir) / "command.txt"
+    earlier = history.read_text() if history.exists() else ""
+    with atomic_open(history, "w") as fh:
+        fh.write(earlier + command + "\n")
 
 
 def _duration(seconds: float) -> str:

@@ -18,6 +18,10 @@ from typing import Any
 import numpy as np
 
 from resemb_pl.atomic import atomic_open
+from resemb_pl.metrics import rela_impr
+
+#: The test metrics of every run, in the order tables show them.
+METRICS = ("auc", "gauc", "logloss")
 
 
 def csv_value(value: Any) -> Any:
@@ -92,3 +96,51 @@ def add_pm(table: list[dict], metrics: Iterable[str], *, blank_nan: bool = False
             row[m] = "" if blank_nan and mean != mean else pm(mean, row[f"{m}_std"])
 
 
+def compare_table(
+    rows: list[dict], names: list[str], seeds: list[int], baseline: str | None = ""
+) -> list[dict[str, Any]]:
+    """Per model, in the order of ``names``: mean ± std over seeds, RelaImpr and wins.
+
+    Args:
+        rows: The runs' rows (``model``, ``seed`` and the :data:`METRICS`, numbers or text).
+        names: The models.
+        seeds: The seeds to count.
+        baseline: The model the others are compared with: ``""`` for the first of ``names``,
+            ``None`` for none (``rela_impr`` and ``wins`` are ``None`` throughout).
+
+    Returns:
+        One dict per model: ``model``, ``n`` (runs), ``<metric>_mean``, ``<metric>_std``,
+        ``<metric>`` (``mean ± std`` text), ``rela_impr`` (of the mean AUC against the
+        baseline's, in percent; ``None`` for the baseline) and ``wins`` (seeds, among those both
+        ran, where the model's test AUC is above the baseline's; ``None`` for the baseline)
+        and ``paired`` (those seeds' count).
+    """
+    auc = {(r["model"], int(r["seed"])): float(r["auc"]) for r in rows}
+    base = names[0] if baseline == "" else baseline
+    base_auc = mean_std(r["auc"] for r in rows
+                        if r["model"] == base and int(r["seed"]) in seeds)[0]
+    table = []
+    for name in names:
+        sel = [r for r in rows if r["model"] == name and int(r["seed"]) in seeds]
+        entry: dict[str, Any] = {"model": name, "n": len(sel)}
+        for m in METRICS:
+            mean, std = mean_std(r[m] for r in sel)
+            entry.update({f"{m}_mean": mean, f"{m}_std": std, m: pm(mean, std)})
+        paired = [s for s in seeds if (name, s) in auc and (base, s) in auc]
+        entry["paired"] = len(paired)
+        if base is None or name == base:
+            entry["rela_impr"] = entry["wins"] = None
+        else:
+            entry["rela_impr"] = rela_impr(entry["auc_mean"], base_auc)
+            entry["wins"] = sum(auc[(name, s)] > auc[(base, s)] for s in paired)
+        table.append(entry)
+    return table
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
+    """Save a Matplotlib figure atomically in the format of ``path``'s suffix, then close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_open(path) as fh:
+        fig.savefig(fh, format=path.suffix[1:], dpi=dpi)
+    plt.close(fig)

@@ -1,5 +1,9 @@
 import csv
 import importlib.util
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,7 +60,8 @@ def test_compare_writes_one_row_per_run_and_the_summary(tmp_path, monkeypatch, c
     # the runs went through `resemb-pl compare`: its folder beside the CSV, resumable
     folder = tmp_path / "compare" / "tiny"
     assert sorted(p.name for p in (folder / "models").iterdir()) == ["att.yaml", "plain.yaml"]
-    done = {(r["model"], r["seed"]): r for r in csv.DictReader(open(folder / "results.csv"))}
+    with open(folder / "results.csv", newline="") as fh:
+        done = {(r["model"], r["seed"]): r for r in csv.DictReader(fh)}
     for r in rows:
         assert float(done[(r["embedding"], "0")]["auc"]) == pytest.approx(float(r["auc"]))
     assert "| plain | 1 |" in (folder / "compare.md").read_text()
@@ -71,4 +76,47 @@ def test_compare_bad_data_config_is_one_line_and_writes_nothing(tmp_path, capsys
     assert err.startswith("compare_embeddings: error:")
     assert "no_such_argument" in err
     assert "\n" not in err
-    assert not out.exists() and not out.with_suffix("").exists()
+    assert not out.exists()
+    assert not out.with_suffix("").exists()
+
+
+@pytest.mark.usefixtures("deterministic_undone")
+def test_compare_killed_then_rerun_trains_only_the_missing_cells(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "compare" / "tiny.csv"
+    argv = ["--data", TINY, "--epochs", "1", "--embeddings", "plain", "att", "--seeds",
+            "0", "--accelerator", "cpu", "--out", str(out)]
+    results = tmp_path / "compare" / "tiny" / "results.csv"
+
+    # The script in its own process, killed once its first cell is in results.csv.
+    log = tmp_path / "killed.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "compare_embeddings.py"),
+                                 *argv], cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not (results.exists() and read_rows(results)):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the first cell did not finish in time"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = read_rows(results)
+    assert len(before) == 1
+    assert not out.exists()  # the summary CSV comes only after the whole grid
+
+    # The same command again: the finished cells are kept as they were, the others train.
+    monkeypatch.chdir(tmp_path)
+    assert load_compare().main(argv) == 0
+    assert "1 of 2 cells already done, skipping them" in capsys.readouterr().out
+    rows = read_rows(results)
+    assert [(r["model"], r["seed"]) for r in rows] == [("plain", "0"), ("att", "0")]
+    assert rows[0] == before[0]
+    summary = read_rows(out)
+    assert [r["embedding"] for r in summary] == ["plain", "att"]
+    for r, done in zip(summary, rows, strict=True):
+        assert float(r["auc"]) == pytest.approx(float(done["auc"]), abs=1e-6)
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))

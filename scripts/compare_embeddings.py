@@ -25,14 +25,15 @@ import yaml
 
 from resemb_pl.atomic import atomic_open
 from resemb_pl.boundary import ArgumentParser
-from resemb_pl.compare import METRICS, compare
+from resemb_pl.compare import compare
 from resemb_pl.experiments import (
     EMBEDDINGS,
+    METRICS,
+    add_pm,
     load_data_config,
-    mean_std,
     model_spec,
-    pm,
     script_main,
+    summarize,
 )
 
 FIELDS = ["embedding", "seed", *METRICS]
@@ -89,10 +90,10 @@ def _main(argv: list[str] | None) -> None:
 def print_table(rows: list[dict]) -> None:
     """Mean ± std over seeds of each metric, per embedding."""
     print(f"\n{'embedding':10s} {'n':>2s} {'auc':>16s} {'gauc':>16s} {'logloss':>16s}")
-    for name in dict.fromkeys(r["embedding"] for r in rows):
-        sel = [r for r in rows if r["embedding"] == name]
-        cells = [pm(*mean_std(r[k] for r in sel)) for k in METRICS]
-        print(f"{name:10s} {len(sel):2d} " + " ".join(f"{c:>16s}" for c in cells))
+    table = summarize(rows, ["embedding"], METRICS)
+    add_pm(table, METRICS)
+    for t in table:
+        print(f"{t['embedding']:10s} {t['n']:2d} " + " ".join(f"{t[k]:>16s}" for k in METRICS))
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ STRICT = {"p", "q"}
 
 DESCRIPTION = (
     "Pretrain an item table for the paper's +Skip, +n2v and +sms baselines: a plain embedding "
-    "initialised from it (`PlainEmbedding(pretrained=<file.npy>)`, configs/model/*_skip.yaml, "
-    "*_n2v.yaml, *_sms.yaml). Only training data is used. `python -m resemb_pl.pretrain METHOD "
+    "initialised from it (`PlainEmbedding(pretrained=<file.npy>)`, configs/embedding/skip.yaml, "
+    "n2v.yaml, sms.yaml). Only training data is used. `python -m resemb_pl.pretrain METHOD "
     "--help` lists a method's options: the data module's (--data takes its YAML) and the method's."
 )
 

@@ -128,7 +128,8 @@ def test_compare_killed_then_resumed_writes_the_table_and_the_hparams(tmp_path, 
         run_dir = tmp_path / "out" / "tb" / row["model"] / f"seed{row['seed']}"
         metrics, values, events = hparams_of(run_dir)
         assert metrics == list(HPARAMS_METRICS)
-        assert "_instantiator" not in values and "hp_metric" not in events.Tags()["scalars"]
+        assert "_instantiator" not in values
+        assert "hp_metric" not in events.Tags()["scalars"]
         assert values["seed"] == int(row["seed"])
         assert values["data_preset"] == "tiny"
         if row["model"] == "my_gcn":
@@ -168,7 +169,8 @@ def test_compare_table_mean_std_rela_impr_and_wins():
     a, b, c = compare_table(rows, ["a", "b", "c"], [0, 1])
     assert (a["auc_mean"], a["auc_std"]) == pytest.approx((0.75, 0.05))
     assert a["auc"] == "0.7500 ± 0.0500"
-    assert a["rela_impr"] is None and a["wins"] is None
+    assert a["rela_impr"] is None
+    assert a["wins"] is None
     # b: mean AUC 0.725 against 0.75: ((0.725 - 0.5) / (0.75 - 0.5) - 1) * 100 = -10%
     assert b["rela_impr"] == pytest.approx(-10.0)
     assert (b["wins"], b["paired"]) == (1, 2)  # seed 0: 0.75 > 0.70; seed 1: 0.70 < 0.80
@@ -187,14 +189,18 @@ def test_parse_args_passes_trainer_data_and_model_options_on():
                               "--trainer.max_epochs", "2", "--seeds", "3", "4",
                               "--data.cache_dir=/tmp/c", "--model.optimizer.init_args.lr",
                               "-1e-3"])
-    assert args.seeds == [3, 4] and args.models == [Path("a.yaml"), Path("b.yaml")]
+    assert args.seeds == [3, 4]
+    assert args.models == [Path("a.yaml"), Path("b.yaml")]
     assert extra == ["--trainer.max_epochs", "2", "--data.cache_dir=/tmp/c",
                      "--model.optimizer.init_args.lr", "-1e-3"]
     argv = fit_args(args, extra, Path("a.yaml"), "a", 3, Path("out/tb"))
-    assert argv[0] == "fit" and argv[-5:] == extra
-    assert "--seed_everything=3" in argv and "--model=a.yaml" in argv
+    assert argv[0] == "fit"
+    assert argv[-5:] == extra
+    assert "--seed_everything=3" in argv
+    assert "--model=a.yaml" in argv
     logger = next(a for a in argv if a.startswith("--trainer.logger="))
-    assert '"version": "seed3"' in logger and '"default_hp_metric": false' in logger
+    assert '"version": "seed3"' in logger
+    assert '"default_hp_metric": false' in logger
     assert any(a.startswith("--trainer.callbacks+=") and '"patience": 3' in a for a in argv)
 
 
@@ -224,7 +230,8 @@ def test_bad_model_file_is_one_line_before_any_run(tmp_path, monkeypatch, capsys
             main(["compare", "--data", TINY, "--models", DIN_PLAIN, model, "--out", "out"])
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith(f"resemb-pl: error: {why}")
+        assert len(err) == 1
+        assert err[0].startswith(f"resemb-pl: error: {why}")
     assert not (tmp_path / "out").exists()
 
 

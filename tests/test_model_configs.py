@@ -97,7 +97,7 @@ def test_composed_configs_by_hand(monkeypatch):
     assert lr_att["backbone"]["class_path"] == "resemb_pl.nn.models.LogisticRegression"
     assert lr_att["embedding"]["class_path"] == "resemb_pl.nn.ResEmbedding"
     args = lr_att["embedding"]["init_args"]
-    assert args["conv"] == {"class_path": "resemb_pl.nn.conv.DotAttentionConv"}
+    assert args["conv"]["class_path"] == "resemb_pl.nn.conv.DotAttentionConv"
     assert (args["residual_l2"], args["num_layers"], args["l2_mode"]) == (0.006, 1, "batch")
     assert lr_att["optimizer"]["class_path"] == "torch.optim.Adam"
     assert lr_att["optimizer"]["init_args"]["lr"] == 0.001

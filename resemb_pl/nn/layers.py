@@ -1,4 +1,5 @@
-"""Building blocks of the CTR backbones: Dice, MLP blocks and DIN's local activation unit."""
+"""Building blocks shared by the layers: Dice, MLP blocks, DIN's local activation unit, pooling,
+the FM and PNN's products, and the width check of the width-keeping convolutions."""
 
 from __future__ import annotations
 
@@ -41,6 +42,18 @@ class PReLU(nn.PReLU):
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x.reshape(-1, x.size(-1))).reshape(x.shape)
+
+
+def check_width(module: nn.Module, in_channels: int, out_channels: int) -> None:
+    """Refuse a layer that must keep the width but is asked to change it, naming the layer.
+
+    Raises:
+        ConfigError: ``in_channels`` is below 1 or differs from ``out_channels``.
+    """
+    name = module.__class__.__name__
+    require(f"{name}.in_channels", in_channels, 1)
+    if in_channels != out_channels:
+        raise ConfigError(f"'{name}' keeps the width: {in_channels} != {out_channels}")
 
 
 def activation(name: Activation, num_features: int) -> nn.Module:
@@ -121,3 +134,68 @@ class LocalActivationUnit(nn.Module):
         w = self.mlp(torch.cat([hist, t, hist - t, hist * t], -1)).squeeze(-1)
         w = w * mask.to(w.dtype)
         return torch.einsum("bl,bld->bd", w, hist)
+
+
+def sum_pool(hist: Tensor, mask: Tensor) -> Tensor:
+    """Sum the history vectors ``(B, L, D)`` over the positions where ``mask`` ``(B, L)`` is true.
+
+    Example::
+
+        sum_pool(torch.ones(1, 3, 2), torch.tensor([[True, True, False]]))  # [[2., 2.]]
+    """
+    return (hist * mask.unsqueeze(-1).to(hist.dtype)).sum(1)
+
+
+class FactorizationMachine(nn.Module):
+    r"""The second-order term of a factorization machine over ``F`` fields of width ``d``.
+
+    .. math::
+        \sum_{k < k'} \langle \mathbf{f}_k, \mathbf{f}_{k'} \rangle
+        = \tfrac{1}{2} \textstyle\sum_{c} \big[(\sum_k f_{kc})^2 - \sum_k f_{kc}^2\big]
+
+    Parameter-free (the fields are embeddings).
+
+    Shapes:
+        - **input:** ``fields`` :math:`(B, F, d)`
+        - **output:** :math:`(B,)`
+
+    Example::
+
+        FactorizationMachine()(torch.tensor([[[1.0, 2.0], [3.0, 4.0]]]))  # [11.]
+    """
+
+    def forward(self, fields: Tensor) -> Tensor:
+        return 0.5 * (fields.sum(1).pow(2) - fields.pow(2).sum(1)).sum(-1)
+
+
+class InnerProduct(nn.Module):
+    r"""PNN's inner product of two vectors, kept as a feature: :math:`\mathbf{u}^\top\mathbf{v}`.
+
+    Shapes:
+        - **input:** ``u`` :math:`(B, d)`, ``v`` :math:`(B, d)`
+        - **output:** :math:`(B, 1)`
+
+    Example::
+
+        InnerProduct()(torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0]]))  # [[11.]]
+    """
+
+    def forward(self, u: Tensor, v: Tensor) -> Tensor:
+        return (u * v).sum(-1, keepdim=True)
+
+
+class OuterProduct(nn.Module):
+    r"""PNN's outer product of two vectors, flattened: :math:`\operatorname{vec}(\mathbf{u}
+    \mathbf{v}^\top)`, row-major (entry ``i * d + j`` is :math:`u_i v_j`).
+
+    Shapes:
+        - **input:** ``u`` :math:`(B, d)`, ``v`` :math:`(B, d)`
+        - **output:** :math:`(B, d^2)`
+
+    Example::
+
+        OuterProduct()(torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0]]))  # [[3, 4, 6, 8]]
+    """
+
+    def forward(self, u: Tensor, v: Tensor) -> Tensor:
+        return torch.einsum("bi,bj->bij", u, v).flatten(1)

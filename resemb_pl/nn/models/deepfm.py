@@ -8,9 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from resemb_pl.nn.embedding import ItemEmbedding
-from resemb_pl.nn.layers import MLP, Activation
+from resemb_pl.nn.layers import MLP, Activation, FactorizationMachine, sum_pool
 from resemb_pl.nn.models.base import CTRBackbone
-from resemb_pl.nn.models.mlp import sum_pool
 
 
 class DeepFM(CTRBackbone):
@@ -48,9 +47,9 @@ class DeepFM(CTRBackbone):
         super().__init__(embedding, num_categories)
         self.linear = nn.Linear(2 * self.dim, 1)
         self.mlp = MLP(2 * self.dim, hidden, 1, act, dropout)
+        self.fm = FactorizationMachine()
 
     def score(self, hist: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         x = torch.cat([target, sum_pool(hist, mask)], -1)
         fields = x.view(x.size(0), 4, -1)  # item ‖ category per position: 4 fields of width d
-        fm = 0.5 * (fields.sum(1).pow(2) - fields.pow(2).sum(1)).sum(-1)
-        return (self.linear(x) + self.mlp(x)).squeeze(-1) + fm
+        return (self.linear(x) + self.mlp(x)).squeeze(-1) + self.fm(fields)

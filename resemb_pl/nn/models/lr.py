@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from resemb_pl.nn.embedding import ItemEmbedding
+from resemb_pl.nn.layers import sum_pool
 from resemb_pl.nn.models.base import CTRBackbone
-from resemb_pl.nn.models.mlp import sum_pool
 
 
 class LogisticRegression(CTRBackbone):

@@ -8,13 +8,8 @@ import torch
 from torch import Tensor
 
 from resemb_pl.nn.embedding import ItemEmbedding
-from resemb_pl.nn.layers import MLP, Activation
+from resemb_pl.nn.layers import MLP, Activation, sum_pool
 from resemb_pl.nn.models.base import CTRBackbone
-
-
-def sum_pool(hist: Tensor, mask: Tensor) -> Tensor:
-    """Sum the history vectors ``(B, L, D)`` over the positions where ``mask`` is true."""
-    return (hist * mask.unsqueeze(-1).to(hist.dtype)).sum(1)
 
 
 class EmbeddingMLP(CTRBackbone):

@@ -10,9 +10,8 @@ from torch import Tensor
 
 from resemb_pl.errors import ConfigError
 from resemb_pl.nn.embedding import ItemEmbedding
-from resemb_pl.nn.layers import MLP, Activation
+from resemb_pl.nn.layers import MLP, Activation, InnerProduct, OuterProduct, sum_pool
 from resemb_pl.nn.models.base import CTRBackbone
-from resemb_pl.nn.models.mlp import sum_pool
 
 Product = Literal["inner", "outer", "both"]
 
@@ -54,6 +53,8 @@ class PNN(CTRBackbone):
                 f"model.backbone.product: choose inner, outer or both, not {product!r}"
             )
         self.product = product
+        self.inner = InnerProduct() if product in ("inner", "both") else None
+        self.outer = OuterProduct() if product in ("outer", "both") else None
         width = 2 * self.dim
         width += 1 if product in ("inner", "both") else 0
         width += self.dim**2 if product in ("outer", "both") else 0
@@ -62,8 +63,8 @@ class PNN(CTRBackbone):
     def score(self, hist: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         pooled = sum_pool(hist, mask)
         parts = [pooled, target]
-        if self.product in ("inner", "both"):
-            parts.append((pooled * target).sum(-1, keepdim=True))
-        if self.product in ("outer", "both"):
-            parts.append(torch.einsum("bi,bj->bij", pooled, target).flatten(1))
+        if self.inner is not None:
+            parts.append(self.inner(pooled, target))
+        if self.outer is not None:
+            parts.append(self.outer(pooled, target))
         return self.mlp(torch.cat(parts, -1)).squeeze(-1)

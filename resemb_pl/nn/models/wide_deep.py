@@ -9,9 +9,8 @@ from torch import Tensor, nn
 
 from resemb_pl.errors import require
 from resemb_pl.nn.embedding import ItemEmbedding
-from resemb_pl.nn.layers import MLP, Activation
+from resemb_pl.nn.layers import MLP, Activation, sum_pool
 from resemb_pl.nn.models.base import CTRBackbone
-from resemb_pl.nn.models.mlp import sum_pool
 
 # Odd 61-bit multiplier of the pair hash (a*M + b mod buckets): fits int64 for ids < 2**31.
 _MIX = 0x9E3779B97F4A7C1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +14,9 @@ from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
 from resemb_pl.errors import CheckpointError, ConfigError, require
-from resemb_pl.nn.conv import MeanConv
+from resemb_pl.nn.conv import MeanConv, capabilities
 from resemb_pl.nn.conv.spmm import compiled_scatter
+from resemb_pl.nn.subgraph import distinct, in_subgraph
 
 ConvFactory = Callable[[int, int], MessagePassing]
 L2Mode = Literal["batch", "table"]
@@ -156,8 +156,9 @@ class PlainEmbedding(ItemEmbedding):
     def set_item_counts(self, samples) -> None:
         """Set :math:`n_j` for ``l2_mode="mba"``: occurrences of item ``j`` in ``samples``.
 
-        ``samples`` has the fields of :class:`resemb_pl.data.protocols.Samples` (histories as
-        slices ``seq[hist_start : hist_start + hist_len]`` and a ``target`` per sample).
+        ``samples`` has the arrays ``seq``, ``hist_start``, ``hist_len`` and ``target`` of the
+        data layer's samples (histories as slices ``seq[hist_start : hist_start + hist_len]``
+        and a ``target`` per sample).
         """
         if self.l2_mode != "mba":
             return
@@ -177,14 +178,6 @@ class PlainEmbedding(ItemEmbedding):
             rows = _batch_rows(ids)
             return self.l2 * (self.table(rows).pow(2).sum(-1) / self.item_count[rows]).sum()
         return self.l2 * _l2(self.table, ids, self.l2_mode)
-
-
-# Layers whose output at item i depends only on x_i and the in-edges of i: propagating on the
-# subgraph of a batch's neighbourhood is then exact. Layers that need whole-graph statistics
-# (degrees) qualify once the statistics come with the edges (see ``normalize_graph``).
-_SUBGRAPH_EXACT = {"MeanConv", "DotAttentionConv", "GCNNormConv", "GATConv", "GATv2Conv",
-                   "SAGEConv", "GraphConv", "TransformerConv", "GCNAdapterConv", "GATAdapterConv",
-                   "GATv2AdapterConv", "SAGEAdapterConv", "LGAdapterConv"}
 
 
 class ResEmbedding(ItemEmbedding):
@@ -213,6 +206,9 @@ class ResEmbedding(ItemEmbedding):
         propagation: ``"local"`` computes central vectors only for the batch's distinct items,
             on the subgraph of their ``num_layers``-hop neighbourhood; ``"full"`` propagates over
             the whole graph; ``"auto"`` takes the cheaper one for layers where both are exact.
+            Whether they are is declared on the layer's class (``EXACT_ON_SUBGRAPH``, see
+            :mod:`resemb_pl.nn.conv.capabilities`); a layer that declares nothing is
+            propagated over the whole graph.
         init_std: Standard deviation of the normal initialisation of ``Cb``.
 
     Example::
@@ -254,35 +250,31 @@ class ResEmbedding(ItemEmbedding):
         with torch.no_grad():
             self.basis.weight[0].zero_()
         self.convs = nn.ModuleList(conv(embedding_dim, embedding_dim) for _ in range(num_layers))
-        # Layers that normalise with whole-graph degrees get them once, in set_graph.
+        caps = [capabilities(c) for c in self.convs]
+        # Layers that normalise with whole-graph degrees get them once, in set_graph, and are
+        # then told so at each call (``normalized=True``).
         self._prenormalize = [
-            c for c in self.convs if hasattr(c, "normalize_graph") and getattr(c, "normalize", 0)
+            c for c, cap in zip(self.convs, caps, strict=True) if cap.prenormalize
         ]
-        for c in self._prenormalize:
-            c.normalize = False
-        # PyG layers differ in their third argument (edge_attr, size): pass the weights by
-        # keyword only to layers whose forward takes ``edge_weight``.
-        self._takes_weight = [
-            "edge_weight" in inspect.signature(c.forward).parameters for c in self.convs
-        ]
+        self._calls = [({"normalized": True} if cap.prenormalize else {}, cap.edge_weight)
+                       for cap in caps]
         # Layers that implement PyG's message_and_aggregate (``fuse``) get the graph as a CSR
         # adjacency, which the graph's CSR order gives for free; the others get edge_index.
         self._csr = all(getattr(c, "fuse", False) for c in self.convs)
-        exact = all(type(c).__name__ in _SUBGRAPH_EXACT for c in self.convs)
-        if propagation == "local" and not exact:
-            names = sorted({type(c).__name__ for c in self.convs} - _SUBGRAPH_EXACT)
-            raise ConfigError(f"propagation='local' is not exact for {names}; use 'full' or 'auto'")
-        self._local_ok = exact and propagation != "full"
+        inexact = sorted({type(c).__name__ for c, cap in zip(self.convs, caps, strict=True)
+                          if not cap.exact_on_subgraph})
+        if propagation == "local" and inexact:
+            raise ConfigError(
+                f"propagation='local' is not exact for {inexact}; use 'full' or 'auto', or "
+                "declare EXACT_ON_SUBGRAPH = True on the layer's class"
+            )
+        self._local_ok = not inexact and propagation != "full"
         # The graph, sorted by target item (CSR): edge_index[1] ascending, and its row pointer.
         self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))
         self.register_buffer("edge_weight", torch.zeros(0))
         self.register_buffer("rowptr", torch.zeros(num_items + 2, dtype=torch.long))
-        # Scratch space of batch-local propagation (item -> subgraph position), made on first use.
-        self.register_buffer("_position", torch.zeros(0, dtype=torch.long), persistent=False)
         # Compile the aggregation's backward scatter (use_sparse_gradients(fused=True)).
         self._fused = False
-        # The ids of the last training forward and the residual rows it read, for the regulariser.
-        self._batch_residual: tuple[Tensor, Tensor, Tensor] | None = None
 
     # -- graph -------------------------------------------------------------------------------
     def set_graph(self, data: Data) -> None:
@@ -319,120 +311,46 @@ class ResEmbedding(ItemEmbedding):
     def forward(self, ids: Tensor) -> Tensor:
         if self._use_local(ids):
             # Distinct rows only: each table is read (and, sparse, gets a gradient) once per row.
-            flat = ids.reshape(-1)
-            rows = self._distinct(flat)  # the position map now sends rows[k] to k
-            inverse = self._position.index_select(0, flat)
-            residual = self.residual(rows)
-            if torch.is_grad_enabled():
-                self._batch_residual = (ids, rows, residual)
-            out = (self._central(rows) + residual).index_select(0, inverse)
-            return out.view(*ids.shape, self.embedding_dim)
+            rows, inverse = distinct(ids, self.num_items + 1)
+            out = self.central(rows) + self.residual(rows)
+            return out.index_select(0, inverse.reshape(-1)).view(*ids.shape, self.embedding_dim)
         return self.central_table()[ids] + self.residual(ids)
 
     def central_table(self) -> Tensor:
         """The central embedding ``W·Cb`` of every item by full-graph propagation."""
         return self._propagate(self.basis.weight, self.edge_index, self.edge_weight, self.rowptr)
 
-    def _propagate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor,
-                   rowptr: Tensor) -> Tensor:
-        """Run the layers on a graph whose edges are sorted by target with row pointer
-        ``rowptr`` (one entry per node of ``x``, plus one). With CSR layers ``edge_index`` may
-        hold the sources only."""
-        if self._csr:
-            col = edge_index if edge_index.dim() == 1 else edge_index[0]
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                adj_t = torch.sparse_csr_tensor(rowptr, col, edge_weight, (x.size(0), x.size(0)))
-            with compiled_scatter(self._fused):
-                for conv in self.convs:
-                    x = conv(x, adj_t)
-            return x
-        for conv, takes_weight in zip(self.convs, self._takes_weight, strict=True):
-            kwargs = {"edge_weight": edge_weight} if takes_weight else {}
-            x = conv(x, edge_index, **kwargs)
-        return x
-
     def central(self, rows: Tensor) -> Tensor:
-        """The central embedding of the distinct items ``rows``, on their subgraph."""
-        position = self._position_map(rows.device)
-        position.scatter_(0, rows, torch.arange(rows.numel(), device=rows.device))
-        return self._central(rows)
+        """The central embedding of the distinct items ``rows``, on their subgraph.
 
-    def _central(self, rows: Tensor) -> Tensor:
-        """:meth:`central`, once the position map sends ``rows[k]`` to ``k``.
-
-        The subgraph holds the in-edges of every node within ``num_layers - 1`` hops of
-        ``rows``. Its nodes are numbered ``rows`` first, then each hop's new neighbours, so the
-        targets of every hop's edges are a range of positions, the edges are in CSR order, and
-        the answer is the first ``len(rows)`` rows of the propagation: nothing is sorted or
-        searched.
+        The subgraph (:func:`~resemb_pl.nn.subgraph.in_subgraph`) holds the in-edges of every
+        item within ``num_layers - 1`` hops of ``rows``, so the answer equals
+        ``central_table()[rows]`` for layers that are exact on a subgraph.
         """
         if rows.numel() == 0:
             return self.basis.weight.new_zeros(0, self.embedding_dim)
-        nodes, frontier, first = [rows], rows, 0
-        sources, targets, edges, counts = [], [], [], []
-        for hop in range(len(self.convs)):
-            e, count, slot = self._in_edges(frontier)
-            sources.append(self.edge_index[0].index_select(0, e))
-            targets.append(slot.add_(first))  # edges of frontier[k] target position first + k
-            edges.append(e)
-            counts.append(count)
-            first += frontier.numel()
-            if hop + 1 < len(self.convs):  # the next hop's targets: neighbours not seen yet
-                frontier = self._distinct(sources[-1], torch.cat(nodes), first)
-                nodes.append(frontier)
-        # The last hop's sources add the nodes that are only read; then every node has its
-        # position, and the sources are relabelled through the map.
-        nodes.append(self._distinct(sources[-1], torch.cat(nodes), first))
-        nodes = torch.cat(nodes)
-        e = edges[0] if len(edges) == 1 else torch.cat(edges)
-        source = sources[0] if len(sources) == 1 else torch.cat(sources)
-        sub = self._position.index_select(0, source)
-        if not self._csr:
-            sub = torch.stack([sub, targets[0] if len(targets) == 1 else torch.cat(targets)])
-        rowptr = torch.zeros(nodes.numel() + 1, dtype=torch.long, device=rows.device)
-        torch.cumsum(counts[0] if len(counts) == 1 else torch.cat(counts), 0,
-                     out=rowptr[1 : first + 1])
-        rowptr[first + 1 :] = rowptr[first]
-        x = self._propagate(self.basis(nodes), sub, self.edge_weight.index_select(0, e), rowptr)
+        sub = in_subgraph(self.rowptr, self.edge_index[0], rows, len(self.convs))
+        weight = self.edge_weight.index_select(0, sub.edge_id)
+        x = self._propagate(self.basis(sub.nodes), sub.edge_index, weight, sub.rowptr)
         return x[: rows.numel()]
 
-    def _position_map(self, device: torch.device) -> Tensor:
-        """Scratch space the size of the catalogue (item -> position), made on first use.
-
-        Callers write the entries of the items they use before reading them, so it is never
-        reset: a step touches only the batch's entries.
-        """
-        if self._position.numel() != self.num_items + 1:
-            self._position = torch.zeros(self.num_items + 1, dtype=torch.long, device=device)
-        return self._position
-
-    def _distinct(self, items: Tensor, seen: Tensor | None = None, start: int = 0) -> Tensor:
-        """The distinct values of the 1-D ``items`` that are not in ``seen`` (items whose map
-        entries are ``0..len(seen)-1``), in no particular order; the position map then sends
-        the ``k``-th of them to ``start + k``.
-
-        Every item writes a tentative position, ``seen`` write theirs back over it, and the
-        items whose write stayed are kept, one per distinct value: two passes over ``items``,
-        without a sort.
-        """
-        position = self._position_map(items.device)
-        order = torch.arange(start, start + items.numel(), device=items.device)
-        position.scatter_(0, items, order)
-        if seen is not None:
-            position.scatter_(0, seen, torch.arange(seen.numel(), device=items.device))
-        kept = items.masked_select(position.index_select(0, items) == order)
-        position.scatter_(0, kept, order[: kept.numel()])
-        return kept
-
-    def _in_edges(self, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The CSR ranges of ``targets`` concatenated: edge ids, the count per target, and the
-        index in ``targets`` of each edge's target."""
-        start = self.rowptr.index_select(0, targets)
-        count = self.rowptr[1:].index_select(0, targets) - start
-        slot = torch.repeat_interleave(count)
-        offset = (start - (count.cumsum(0) - count)).index_select(0, slot)
-        return offset.add_(torch.arange(slot.numel(), device=targets.device)), count, slot
+    def _propagate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor,
+                   rowptr: Tensor) -> Tensor:
+        """Run the layers on a graph whose edges are sorted by target with row pointer
+        ``rowptr`` (one entry per node of ``x``, plus one)."""
+        if self._csr:
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                adj_t = torch.sparse_csr_tensor(rowptr, edge_index[0], edge_weight,
+                                                (x.size(0), x.size(0)))
+            with compiled_scatter(self._fused):
+                for conv, (kwargs, _) in zip(self.convs, self._calls, strict=True):
+                    x = conv(x, adj_t, **kwargs)
+            return x
+        for conv, (kwargs, takes_weight) in zip(self.convs, self._calls, strict=True):
+            weight = {"edge_weight": edge_weight} if takes_weight else {}
+            x = conv(x, edge_index, **weight, **kwargs)
+        return x
 
     def use_sparse_gradients(self, fused: bool = False) -> list[nn.Parameter]:
         """As :meth:`ItemEmbedding.use_sparse_gradients`; training then propagates locally.
@@ -459,17 +377,11 @@ class ResEmbedding(ItemEmbedding):
 
     # -- regulariser -------------------------------------------------------------------------
     def regularization(self, ids: Tensor) -> Tensor:
-        """``residual_l2`` times the mean squared norm of the residual rows (eq. 9)."""
+        """``residual_l2`` times the mean squared norm of the residual rows (eq. 9).
+
+        With ``l2_mode="batch"`` the rows are the distinct items of ``ids`` (padding excluded),
+        whatever their order or shape; with ``"table"`` every row.
+        """
         if self.residual_l2 == 0:
             return super().regularization(ids)
-        cached, self._batch_residual = self._batch_residual, None
-        if (self.l2_mode == "batch" and cached is not None and torch.is_grad_enabled()
-                and torch.equal(cached[0], ids)):
-            # The forward pass of these ids already read their distinct residual rows: penalise
-            # that lookup, so the table is read, and its sparse gradient built, once per step.
-            _, rows, residual = cached
-            keep = rows > 0
-            if not bool(keep.any()):
-                return residual.new_zeros(())
-            return self.residual_l2 * residual[keep].pow(2).sum(-1).mean()
         return self.residual_l2 * _l2(self.residual, ids, self.l2_mode)

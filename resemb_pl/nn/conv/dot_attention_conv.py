@@ -5,7 +5,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import softmax
 
-from resemb_pl.nn.conv.mean_conv import _check_width
+from resemb_pl.nn.layers import check_width
 
 
 class DotAttentionConv(MessagePassing):
@@ -27,8 +27,11 @@ class DotAttentionConv(MessagePassing):
         - **output:** :math:`(|V|, F)`
     """
 
+    EXACT_ON_SUBGRAPH = True  # a softmax over i's in-edges
+    SUPPORTS_EDGE_WEIGHT = True
+
     def __init__(self, in_channels: int, out_channels: int) -> None:
-        _check_width(self, in_channels, out_channels)
+        check_width(self, in_channels, out_channels)
         super().__init__(aggr="add")
         self.in_channels = in_channels
         self.out_channels = out_channels

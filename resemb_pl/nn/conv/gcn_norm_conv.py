@@ -4,8 +4,8 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor
 from torch_geometric.utils import is_torch_sparse_tensor
 
-from resemb_pl.nn.conv.mean_conv import _check_width
 from resemb_pl.nn.conv.spmm import spmm
+from resemb_pl.nn.layers import check_width
 
 
 class GCNNormConv(MessagePassing):
@@ -18,12 +18,16 @@ class GCNNormConv(MessagePassing):
     ``Z_ij`` is the edge weight (the co-occurrence count; 1 when ``edge_weight`` is ``None``).
     No self-loops are added. Parameter-free.
 
+    The degrees are the whole graph's: inside :class:`~resemb_pl.nn.ResEmbedding` the weights
+    are normalised once by :meth:`normalize_graph` when the graph is set (``PRENORMALIZE``) and
+    passed with ``normalized=True``, so the layer is exact on a batch's subgraph. Called alone,
+    it normalises the graph it is given.
+
     Args:
         in_channels: Size of each basis vector.
         out_channels: Must equal ``in_channels``; kept for the factory contract.
-        normalize: If ``False``, ``edge_weight`` is taken as already normalised (see
-            :meth:`normalize_graph`), which lets the weights be computed once on the whole graph
-            and reused on subgraphs.
+        normalize: If ``False``, ``edge_weight`` is always taken as already normalised (see
+            :meth:`normalize_graph`), and nobody normalises it.
 
     Shapes:
         - **input:** ``x`` :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)`,
@@ -32,8 +36,12 @@ class GCNNormConv(MessagePassing):
         - **output:** :math:`(|V|, F)`
     """
 
+    EXACT_ON_SUBGRAPH = True  # given the whole graph's normalised weights
+    PRENORMALIZE = True
+    SUPPORTS_EDGE_WEIGHT = True
+
     def __init__(self, in_channels: int, out_channels: int, *, normalize: bool = True) -> None:
-        _check_width(self, in_channels, out_channels)
+        check_width(self, in_channels, out_channels)
         super().__init__(aggr="add")
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -48,8 +56,10 @@ class GCNNormConv(MessagePassing):
         )
         return edge_index, edge_weight
 
-    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
-        if self.normalize:
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None, *,
+                normalized: bool = False) -> Tensor:
+        """Aggregate; ``normalized=True`` takes ``edge_weight`` from :meth:`normalize_graph`."""
+        if self.normalize and not normalized:
             edge_index, edge_weight = self.normalize_graph(edge_index, edge_weight, x.size(0))
         # A sparse adjacency carries the weights as its values.
         elif edge_weight is None and not is_torch_sparse_tensor(edge_index):

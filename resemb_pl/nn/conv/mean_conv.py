@@ -1,10 +1,9 @@
-import torch.nn
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 
-from resemb_pl.errors import ConfigError, require
 from resemb_pl.nn.conv.spmm import spmm
+from resemb_pl.nn.layers import check_width
 
 
 class MeanConv(MessagePassing):
@@ -26,8 +25,11 @@ class MeanConv(MessagePassing):
         - **output:** :math:`(|V|, F)`
     """
 
+    EXACT_ON_SUBGRAPH = True  # the mean over i's in-edges
+    SUPPORTS_EDGE_WEIGHT = True
+
     def __init__(self, in_channels: int, out_channels: int) -> None:
-        _check_width(self, in_channels, out_channels)
+        check_width(self, in_channels, out_channels)
         super().__init__(aggr="mean")
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -38,9 +40,3 @@ class MeanConv(MessagePassing):
     def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:
         return spmm(adj_t, x, reduce="mean", weighted=False)
 
-
-def _check_width(module: torch.nn.Module, in_channels: int, out_channels: int) -> None:
-    name = module.__class__.__name__
-    require(f"{name}.in_channels", in_channels, 1)
-    if in_channels != out_channels:
-        raise ConfigError(f"'{name}' keeps the width: {in_channels} != {out_channels}")

@@ -3,10 +3,10 @@
 Contract: ``Layer(in_channels, out_channels, **kwargs)`` and
 ``forward(x, edge_index, edge_weight=None) -> Tensor``. The built-ins differ: ``GATConv`` and
 ``GATv2Conv`` take ``edge_attr`` third, ``SAGEConv`` takes ``size``, and ``LGConv`` has no
-channel arguments. ``ResEmbedding`` already calls a layer without ``edge_weight`` when its
-``forward`` has no such parameter, so every built-in also plugs in unadapted; the adapters add
-what the bare layer cannot do: use the interest graph's co-occurrence weights, and normalise
-once on the whole graph so that batch-local propagation stays exact.
+channel arguments. The bare built-ins also plug in (their capabilities are declared in
+:data:`~resemb_pl.nn.conv.capabilities.BUILTIN_CAPABILITIES`); the adapters add what the bare
+layer cannot do: use the interest graph's co-occurrence weights, and normalise once on the whole
+graph (``PRENORMALIZE``) so that batch-local propagation stays exact.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.typing import Adj, OptTensor
 
 from resemb_pl.errors import ConfigError, require
+from resemb_pl.nn.layers import check_width
 
 
 def _heads_width(module: object, out_channels: int, heads: int) -> int:
@@ -47,12 +48,25 @@ class GCNAdapterConv(GCNConv):
         - **output:** :math:`(|V|, F_{out})`
     """
 
+    EXACT_ON_SUBGRAPH = True  # given the whole graph's normalised weights
+    PRENORMALIZE = True
+    SUPPORTS_EDGE_WEIGHT = True
+
     def normalize_graph(
         self, edge_index: Tensor, edge_weight: OptTensor, num_nodes: int
     ) -> tuple[Tensor, Tensor]:
         """Return the edges with self-loops and the weights of the symmetric normalisation."""
         return gcn_norm(edge_index, edge_weight, num_nodes, self.improved,
                         self.add_self_loops is not False, self.flow)
+
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None, *,
+                normalized: bool = False) -> Tensor:
+        """``GCNConv``'s forward; ``normalized=True`` takes the weights of
+        :meth:`normalize_graph` as they are."""
+        if not (self.normalize and normalized):
+            return super().forward(x, edge_index, edge_weight)
+        out = self.propagate(edge_index, x=self.lin(x), edge_weight=edge_weight)
+        return out if self.bias is None else out + self.bias
 
 
 class LGAdapterConv(LGConv):
@@ -72,12 +86,12 @@ class LGAdapterConv(LGConv):
         - **output:** :math:`(|V|, F)`
     """
 
+    EXACT_ON_SUBGRAPH = True  # given the whole graph's normalised weights
+    PRENORMALIZE = True
+    SUPPORTS_EDGE_WEIGHT = True
+
     def __init__(self, in_channels: int, out_channels: int, *, normalize: bool = True) -> None:
-        require(f"{self.__class__.__name__}.in_channels", in_channels, 1)
-        if in_channels != out_channels:
-            raise ConfigError(
-                f"'{self.__class__.__name__}' keeps the width: {in_channels} != {out_channels}"
-            )
+        check_width(self, in_channels, out_channels)
         super().__init__(normalize=normalize)
         self.in_channels, self.out_channels = in_channels, out_channels
 
@@ -86,6 +100,14 @@ class LGAdapterConv(LGConv):
     ) -> tuple[Tensor, Tensor]:
         """Return the edges and their weights :math:`Z_{ij} / \\sqrt{d_i d_j}`."""
         return gcn_norm(edge_index, edge_weight, num_nodes, add_self_loops=False, flow=self.flow)
+
+    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None, *,
+                normalized: bool = False) -> Tensor:
+        """``LGConv``'s forward; ``normalized=True`` takes the weights of
+        :meth:`normalize_graph` as they are."""
+        if not (self.normalize and normalized):
+            return super().forward(x, edge_index, edge_weight)
+        return self.propagate(edge_index, x=x, edge_weight=edge_weight)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels})"
@@ -97,6 +119,9 @@ class _WeightedAttention:
     ``heads`` heads of width ``out_channels // heads`` are concatenated, and
     :math:`\log(1 + Z_{ij})` enters the attention as a one-dimensional edge feature.
     """
+
+    EXACT_ON_SUBGRAPH = True  # a softmax over i's in-edges (and its self-loop)
+    SUPPORTS_EDGE_WEIGHT = True
 
     def __init__(self, in_channels: int, out_channels: int, *, heads: int = 1,
                  use_edge_weight: bool = True, **kwargs) -> None:
@@ -154,6 +179,9 @@ class SAGEAdapterConv(SAGEConv):
         - **input:** ``x`` :math:`(|V|, F_{in})`, ``edge_index`` :math:`(2, |E|)`
         - **output:** :math:`(|V|, F_{out})`
     """
+
+    EXACT_ON_SUBGRAPH = True  # aggregates i's in-edges
+    SUPPORTS_EDGE_WEIGHT = True
 
     def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
         return super().forward(x, edge_index)

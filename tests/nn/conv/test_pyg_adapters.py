@@ -10,6 +10,7 @@ from resemb_pl.nn.conv import (
     GCNAdapterConv,
     LGAdapterConv,
     SAGEAdapterConv,
+    capabilities,
 )
 
 EDGES = torch.tensor([[2, 3, 1, 3, 1, 2, 4], [1, 1, 2, 2, 3, 3, 3]])
@@ -72,7 +73,9 @@ def test_builtins_without_edge_weight_are_called_without_it():
 def test_gcn_adapter_normalises_once_on_the_whole_graph():
     emb = ResEmbedding(4, 8, conv=GCNAdapterConv)
     emb.set_graph(GRAPH)
-    assert emb.convs[0].normalize is False
+    # The layer keeps its own option; it declares that it pre-normalises, and is told so per call.
+    assert emb.convs[0].normalize is True
+    assert capabilities(emb.convs[0]).prenormalize
     # gcn_norm adds one self-loop per node, 0 included: 7 edges + 5 loops.
     assert emb.edge_index.size(1) == 12
     x = torch.randn(5, 8)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from resemb_pl import experiments
 from resemb_pl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,20 @@ def test_composed_config_is_the_former_product_file(backbone, embedding, tmp_pat
     product.write_text(yaml.safe_dump(_product(backbone, embedding)))
     assert (_model_config(monkeypatch, *_composed(backbone, embedding))
             == _model_config(monkeypatch, "--model", product))
+
+
+REGISTRY = [(b, e) for b in BACKBONES for e in experiments.EMBEDDINGS]
+
+
+@pytest.mark.parametrize(("backbone", "embedding"), REGISTRY, ids=[f"{b}_{e}" for b, e in REGISTRY])
+def test_the_experiments_registry_names_the_same_models(backbone, embedding, tmp_path,
+                                                       monkeypatch):
+    # The short names of resemb_pl.experiments (the paper's scripts) and the file names of
+    # configs/ are one vocabulary: a name means the same model in both.
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(experiments.model_spec(backbone, embedding)))
+    assert (_model_config(monkeypatch, "--model", spec)
+            == _model_config(monkeypatch, *_composed(backbone, embedding)))
 
 
 def test_composed_configs_by_hand(monkeypatch):

@@ -173,8 +173,7 @@ class EmbeddingMonitor(Callback):
         items = top_items(dm, self.projector_items)
         rows = torch.as_tensor(items, dtype=torch.long, device=pl_module.device)
         table = pl_module.embedding.item_table()[rows].float().cpu()
-        category_vocab = dm.arrays["category_vocab"]
-        item_vocab = dm.arrays["item_vocab"]
+        category_vocab, item_vocab = dm.catalogue.category_vocab, dm.catalogue.item_vocab
         category = np.asarray(dm.item_category)[items]
         domain = item_domains(dm)[items]
         metadata = [

@@ -26,6 +26,7 @@ from resemb_pl.checkpoint import (
     load_checkpoint,
 )
 from resemb_pl.cli_help import CLASS_HELP, CompactHelpFormatter
+from resemb_pl.data.catalogue import Catalogue
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import CheckpointError, ConfigError, ResembError
 from resemb_pl.predict import ParquetPredictionWriter
@@ -102,8 +103,19 @@ class ResembCLI(LightningCLI):
         return parser
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")
-        parser.link_arguments("data.num_categories", "model.num_categories", apply_on="instantiate")
+        # The data module is instantiated first; its counts become the model's. Requests are
+        # first handed the catalogue of --ckpt_path (see before_instantiate_classes).
+        parser.link_arguments("data", "model.num_items", apply_on="instantiate",
+                              compute_fn=lambda dm: self._with_catalogue(dm).num_items)
+        parser.link_arguments("data", "model.num_categories", apply_on="instantiate",
+                              compute_fn=lambda dm: self._with_catalogue(dm).num_categories)
+
+    def _with_catalogue(self, datamodule: CTRDataModule) -> CTRDataModule:
+        """Hand ``datamodule`` the catalogue of the checkpoint that scores requests, once."""
+        catalogue, self._requests_catalogue = getattr(self, "_requests_catalogue", None), None
+        if catalogue is not None:
+            datamodule.use_catalogue(catalogue)
+        return datamodule
 
     def setup_parser(
         self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
@@ -126,10 +138,11 @@ class ResembCLI(LightningCLI):
             raise ConfigError(
                 f"data.source: 'requests' has no labels to {self.subcommand} on; use predict"
             )
-        if config.data.checkpoint is None:
-            if not config.ckpt_path:
-                raise ConfigError("predict: --ckpt_path is required to score a requests file")
-            config.data.checkpoint = config.ckpt_path
+        if not config.ckpt_path:
+            raise ConfigError("predict: --ckpt_path is required to score a requests file")
+        # The model's catalogue reads the requests: the CLI hands it to the data module.
+        path = config.ckpt_path
+        self._requests_catalogue = Catalogue.from_checkpoint(load_checkpoint(path), str(path))
 
     def parse_arguments(self, parser, args) -> None:
         try:
@@ -144,6 +157,8 @@ class ResembCLI(LightningCLI):
         except ResembError:
             raise
         except (ValueError, TypeError) as err:
+            if str(err).startswith(_LINK_ERROR) and err.__cause__ is not None:
+                raise err.__cause__ from None  # the data module's own error, as it was raised
             # A constructor of a library or a user's class refusing its arguments (or a config
             # that cannot be saved) is a configuration error; one raised by our own code is a bug
             # and keeps its traceback (our checks raise ConfigError).
@@ -192,6 +207,10 @@ class ResembCLI(LightningCLI):
     def before_predict(self) -> None:
         if not any(isinstance(c, BasePredictionWriter) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(ParquetPredictionWriter(self.datamodule.hparams.output))
+
+
+#: How jsonargparse wraps an error raised while the data's counts are linked to the model.
+_LINK_ERROR = "Call to compute_fn of link"
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -71,11 +71,14 @@ def load_task(ckpt_path: str | Path) -> CTRTask:
     hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k != "_instantiator"}
     try:
         task = CTRTask(**hparams)
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot rebuild the model ({err})") from None
+    task.on_load_checkpoint(ckpt)  # takes the catalogue (converting a version-1 checkpoint)
+    try:
         task.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot rebuild the model ({err})") from None
-    task.on_load_checkpoint(ckpt)
-    if task.item_vocab is None:
+    if task.catalogue is None:
         raise CheckpointError(
             f"{path}: the checkpoint has no id vocabulary; retrain it with this version"
         )
@@ -167,10 +170,11 @@ def item_table(task: CTRTask) -> ItemTable:
     else:
         residual = emb(ids)
         central = torch.zeros_like(residual)
-    names = np.asarray([""] + list(task.category_vocab or []), dtype=str)
-    category = task.item_category[1:].cpu().numpy()
+    catalogue = task.catalogue
+    names = np.asarray([""] + list(catalogue.category_vocab), dtype=str)
+    category = np.asarray(catalogue.item_category[1:])
     return ItemTable(
-        item_id=np.asarray(task.item_vocab, dtype=str),
+        item_id=np.asarray(catalogue.item_vocab, dtype=str),
         category=names[np.where(category < len(names), category, 0)],
         embedding=(central + residual).float().cpu().numpy(),
         central=central.float().cpu().numpy(),
@@ -244,7 +248,8 @@ class PortableCTR(nn.Module):
         finally:
             task.model.embedding = embedding
         self.backbone.embedding = FrozenItemEmbedding(table)
-        self.register_buffer("item_category", task.item_category.detach().clone())
+        category = torch.tensor(np.asarray(task.catalogue.item_category), dtype=torch.long)
+        self.register_buffer("item_category", category)
         self.eval()
 
     def forward(self, hist: Tensor, target: Tensor) -> Tensor:

@@ -7,7 +7,6 @@ import os
 from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -15,10 +14,14 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
+from torch_geometric.data import Data
 from torchmetrics.classification import BinaryAUROC
 
 from resemb_pl.boundary import one_line, raised_in_package
 from resemb_pl.checkpoint import check_compatible
+from resemb_pl.data.catalogue import CHECKPOINT_KEY, Catalogue
+from resemb_pl.data.datamodule import CTRDataModule
+from resemb_pl.data.protocols import Samples
 from resemb_pl.errors import CheckpointError, ConfigError, require
 from resemb_pl.factory import as_factory, describe, locate
 from resemb_pl.metrics import GroupAUC, LogLoss
@@ -111,9 +114,11 @@ def check_optimizer(
 class CTRTask(LightningModule):
     """Binary cross-entropy plus the embedding's regulariser, with AUC, GAUC and logloss.
 
-    ``num_items`` and ``num_categories`` are linked from the data module by the CLI. The item
-    interest graph is taken from ``trainer.datamodule.graph`` in :meth:`setup` and kept in the
-    embedding's buffers, so a checkpoint alone is enough to score.
+    ``num_items`` and ``num_categories`` are linked from the data module by the CLI. The data
+    reaches the model through one call, :meth:`attach` (made in :meth:`setup` from a
+    :class:`~resemb_pl.data.datamodule.CTRDataModule`): the item interest graph is kept in the
+    embedding's buffers and the :class:`~resemb_pl.data.catalogue.Catalogue` in one checkpoint
+    entry, so a checkpoint alone is enough to score.
 
     Args:
         num_items: Number of items ``H``.
@@ -179,11 +184,8 @@ class CTRTask(LightningModule):
                 for stage in ("val", "test")
             }
         )
-        # What requests with original ids need: set from the data in setup() and saved in the
-        # checkpoint (the category table as a buffer, the vocabularies in ``resemb_vocab``).
-        self.register_buffer("item_category", torch.zeros(num_items + 1, dtype=torch.long))
-        self.item_vocab: list[str] | None = None
-        self.category_vocab: list[str] | None = None
+        # What requests with original ids need: set by attach() and saved in the checkpoint.
+        self.catalogue: Catalogue | None = None
 
     @property
     def embedding(self) -> ItemEmbedding:
@@ -234,31 +236,57 @@ class CTRTask(LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        graph = getattr(datamodule, "graph", None)
-        if graph is not None and hasattr(self.embedding, "set_graph"):
-            self.embedding.set_graph(graph)
-        arrays = getattr(datamodule, "arrays", None) or {}
-        if "item_vocab" in arrays:
-            self.set_vocabulary(
-                arrays["item_vocab"], arrays["item_category"], arrays.get("category_vocab", [])
-            )
-        if datamodule is not None and stage == "fit" and hasattr(self.embedding, "set_item_counts"):
-            self.embedding.set_item_counts(datamodule.samples("train"))
+        if isinstance(datamodule, CTRDataModule):
+            train = datamodule.samples("train") if stage == "fit" else None
+            self.attach(datamodule.catalogue, datamodule.graph, train)
         if stage in ("fit", "test") and self._trainer is not None:
             self._log_readable_hparams()
 
+    def attach(
+        self, catalogue: Catalogue, graph: Data | None = None, train: Samples | None = None
+    ) -> None:
+        """Hand the data to the model: the catalogue, and the graph and counts it trains with.
+
+        Args:
+            catalogue: Counts, item -> category and original ids; saved in the checkpoint.
+            graph: The item interest graph, kept in the embedding's buffers (an embedding
+                without a graph ignores it).
+            train: The training samples, whose item occurrences an embedding may weight its
+                regulariser with (``l2_mode="mba"``).
+
+        Raises:
+            CheckpointError: The catalogue's item count is not the model's ``num_items``.
+        """
+        n = self.hparams.num_items
+        if catalogue.num_items != n:
+            raise CheckpointError(
+                f"the data has {catalogue.num_items} items but the model has num_items={n}"
+            )
+        self.catalogue = catalogue
+        if graph is not None and hasattr(self.embedding, "set_graph"):
+            self.embedding.set_graph(graph)
+        if train is not None and hasattr(self.embedding, "set_item_counts"):
+            self.embedding.set_item_counts(train)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.item_vocab is not None:
-            checkpoint["resemb_vocab"] = {
-                "items": self.item_vocab, "categories": self.category_vocab or []
-            }
+        if self.catalogue is not None:
+            checkpoint[CHECKPOINT_KEY] = self.catalogue.to_checkpoint()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Check the checkpoint against this model and data; take its catalogue.
+
+        A checkpoint of version 1 (vocabularies in ``resemb_vocab``, the item -> category table
+        as the buffer ``item_category``) is converted: its buffer leaves the weights.
+        """
         source = (self._trainer and self._trainer.ckpt_path) or "checkpoint"
-        check_compatible(checkpoint, self, self.item_vocab, source)
-        vocab = checkpoint.get("resemb_vocab")
-        if vocab is not None:
-            self.item_vocab, self.category_vocab = list(vocab["items"]), list(vocab["categories"])
+        catalogue = None
+        if CHECKPOINT_KEY in checkpoint:
+            catalogue = Catalogue.from_checkpoint(checkpoint, str(source))
+        (checkpoint.get("state_dict") or {}).pop("item_category", None)
+        ours = None if self.catalogue is None else [str(v) for v in self.catalogue.item_vocab]
+        check_compatible(checkpoint, self, ours, source)
+        if catalogue is not None:
+            self.catalogue = catalogue
 
     def _log_readable_hparams(self) -> None:
         """Send :func:`readable_hparams` to each logger once, with :data:`HPARAMS_METRICS`.
@@ -285,29 +313,6 @@ class CTRTask(LightningModule):
                 log_tensorboard_hparams(logger, params, HPARAMS_METRICS)
             else:
                 logger.log_hyperparams(params)
-
-    def set_vocabulary(
-        self,
-        item_vocab: Sequence[str] | np.ndarray,
-        item_category: np.ndarray | Tensor,
-        category_vocab: Sequence[str] | np.ndarray,
-    ) -> None:
-        """Keep the original item ids, the item -> category table and the category names.
-
-        Args:
-            item_vocab: Original item ids; dense item ``i >= 1`` is ``item_vocab[i - 1]``.
-            item_category: Dense category of every dense item, ``(num_items + 1,)``.
-            category_vocab: Category names; dense category ``c >= 1`` is ``category_vocab[c - 1]``.
-        """
-        n = self.hparams.num_items
-        if len(item_vocab) != n or len(item_category) != n + 1:
-            raise CheckpointError(
-                f"the data has {len(item_vocab)} items but the model has num_items={n}"
-            )
-        self.item_vocab = [str(v) for v in item_vocab]
-        self.category_vocab = [str(v) for v in category_vocab]
-        # a copy: item_category may be a read-only memory map of the data cache
-        self.item_category.copy_(torch.tensor(np.asarray(item_category), dtype=torch.long))
 
     def _evaluate(self, stage: str, batch: dict[str, Tensor]) -> None:
         logits = self(batch)

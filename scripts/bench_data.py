@@ -7,7 +7,7 @@ into ``--log`` unless it is there, then, each in a fresh process:
 
 1. **prepare**: ``CTRDataModule(source="impressions", split="time").prepare_data()`` into an
    empty cache folder: wall time and the process's peak RSS, and the size of the cache on disk;
-2. **open**: a second process that opens the finished cache (``dm.arrays``, as every rank of a
+2. **open**: a second process that opens the finished cache (``dm.processed``, as every rank of a
    run does): the time to open it, its RSS increase, then the RSS increase after it touches
    the samples of one batch of 1,024 and after it reads every training target.
 
@@ -70,7 +70,7 @@ def child_open(log: Path, cache: Path) -> dict:
     dm = _datamodule(log, cache)
     base = _rss_mb()
     start = time.perf_counter()
-    arrays = dm.arrays
+    data = dm.processed
     opened = time.perf_counter() - start
     after_open = _rss_mb() - base
     from resemb_pl.data.datamodule import SampleDataset
@@ -81,14 +81,14 @@ def child_open(log: Path, cache: Path) -> dict:
     after_batch = _rss_mb() - base
     # The files a batch reads from; random reads through a memory map pull in their
     # neighbours too (the kernel's read-ahead), so a batch can map most of each file.
-    touched = sum(np.asarray(arrays[f"train_{name}"]).nbytes
+    touched = sum(np.asarray(getattr(data.train, name)).nbytes
                   for name in ("seq", "hist_start", "hist_len", "target", "label", "user"))
-    touched += np.asarray(arrays["item_category"]).nbytes
-    targets = int(np.asarray(arrays["train_target"]).sum())  # every page of one array
+    touched += np.asarray(data.catalogue.item_category).nbytes
+    targets = int(np.asarray(data.train.target).sum())  # every page of one array
     return {
         "open_s": opened, "open_rss_mb": after_open, "batch_rss_mb": after_batch,
         "batch_arrays_mb": touched / 2**20,
-        "target_rss_mb": _rss_mb() - base, "train_target_mb": arrays["train_target"].nbytes / 2**20,
+        "target_rss_mb": _rss_mb() - base, "train_target_mb": data.train.target.nbytes / 2**20,
         "train_samples": len(train), "checksum": targets,
     }
 

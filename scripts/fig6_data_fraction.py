@@ -4,8 +4,10 @@
         --fractions 0.1 0.2 0.3 0.5 0.7 0.9 1.0 --embeddings plain att --seeds 0 1 2
 
 Each run keeps a random fraction of the training users (drawn with the run's seed) with all
-their training samples, and rebuilds the interest graph from those users only, so the
-res-embedding sees no more data than the plain one. Validation and test data are unchanged.
+their training samples, and rebuilds the interest graph from exactly their training sequences
+(:meth:`resemb_pl.data.product.ProcessedData.restrict_training_users`, under the DIN and the
+MovieLens protocol alike), so the res-embedding sees no more data than the plain one.
+Validation and test data are unchanged.
 Writes ``reports/fig6/<dataset>/``: ``results.csv``, ``fig6.csv`` / ``fig6.md`` (mean ± std AUC
 per fraction and embedding), ``fig6.png`` and ``command.txt``.
 """

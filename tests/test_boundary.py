@@ -30,6 +30,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 import resemb_pl.pretrain.__main__ as pretrain
 from resemb_pl import cli, export
 from resemb_pl.boundary import ArgumentParser, command_boundary, describe_error
+from resemb_pl.data.catalogue import Catalogue
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import CheckpointError, ConfigError, DataError, ResembError
 from resemb_pl.nn import PlainEmbedding, ResEmbedding
@@ -229,10 +230,10 @@ def test_cli_bad_numeric_values_end_in_one_line(cache, tmp_path, data):
 def checkpoint(tmp_path_factory) -> Path:
     """A checkpoint of a small task with its vocabulary, as ``resemb-pl fit`` writes it."""
     task = CTRTask(num_items=6, num_categories=2, embedding_dim=4)
-    task.set_vocabulary(list("abcdef"), [0, 1, 1, 2, 2, 1, 2], ["x", "y"])
+    task.attach(Catalogue.from_vocabulary(list("abcdef"), [0, 1, 1, 2, 2, 1, 2], ["x", "y"]))
     path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
     torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
-                "resemb_vocab": {"items": task.item_vocab, "categories": task.category_vocab},
+                "resemb_vocab": task.catalogue.to_checkpoint(),
                 "pytorch-lightning_version": "2.6.0"}, path)
     return path
 

@@ -19,10 +19,9 @@ import torch
 from lightning.pytorch import Trainer
 
 from resemb_pl import atomic
-from resemb_pl.data import datamodule
+from resemb_pl.data import cache
 from resemb_pl.data.datamodule import CACHE_VERSION, CTRDataModule
 from resemb_pl.errors import ConfigError, DataError
-from resemb_pl.experiments import SubsetDataModule
 from resemb_pl.nn import ResEmbedding
 from resemb_pl.nn.conv import GCNNormConv
 from resemb_pl.task import CTRTask
@@ -51,6 +50,11 @@ def warnings_of(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
 
 
+def arrays_of(dm: CTRDataModule) -> dict:
+    """The processed data as the cache stores it: named arrays."""
+    return dm.processed.to_arrays()
+
+
 def assert_same_arrays(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for key in a:
@@ -64,40 +68,40 @@ def events_csv(path: Path, users: int = 30) -> Path:
 
 
 def test_cache_is_a_folder_of_memory_maps_and_is_reused(tmp_path, caplog):
-    first = build(tmp_path).arrays
+    first = arrays_of(build(tmp_path))
     folder = cache_folder(tmp_path)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["version"] == CACHE_VERSION
     assert set(meta["arrays"]) == set(first)
     # The splits share one history array: it is stored once.
-    assert meta["arrays"]["val_seq"]["file"] == meta["arrays"]["train_seq"]["file"]
+    assert meta["arrays"]["val.seq"]["file"] == meta["arrays"]["train.seq"]["file"]
     assert len(list(folder.glob("*.npy"))) < len(meta["arrays"])
     stamp = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
     with caplog.at_level("INFO"):
-        again = build(tmp_path).arrays
+        again = arrays_of(build(tmp_path))
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamp
     assert not warnings_of(caplog)
     assert any("reusing processed data" in r.getMessage() for r in caplog.records)
     assert_same_arrays(first, again)
     for name, array in again.items():
         assert isinstance(array, np.memmap) == (array.ndim > 0), name
-    assert again["train_seq"] is again["test_seq"]
-    assert again["item_vocab"].dtype.kind == "U"  # strings without pickle
+    assert again["train.seq"] is again["test.seq"]
+    assert again["catalogue.item_vocab"].dtype.kind == "U"  # strings without pickle
 
 
 def test_cached_arrays_are_read_only_maps_and_torch_gets_copies(tmp_path, monkeypatch):
     build(tmp_path)
     dm = CTRDataModule(preset="tiny", cache_dir=str(tmp_path / "cache"), batch_size=32)
-    target = dm.arrays["train_target"]
+    target = dm.processed.train.target
     assert isinstance(target, np.memmap)
     with pytest.raises(ValueError, match="read-only"):
         target[0] = 1
     for copy in (dm.item_category, dm.item_domain, dm.graph.edge_index.numpy()):
         assert copy.flags.writeable
         copy[...] = 0  # never reaches the cache
-    assert dm.arrays["item_category"].any()
-    assert dm.arrays["edge_index"].any()
+    assert dm.catalogue.item_category.any()
+    assert dm.processed.edge_index.any()
 
     # Everything a fit does hands torch writable arrays: a tensor on a read-only map would
     # write into it (a segmentation fault) the moment something changes it in place.
@@ -118,15 +122,15 @@ def test_cached_arrays_are_read_only_maps_and_torch_gets_copies(tmp_path, monkey
                       enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(task, dm)
     trainer.test(task, dm)
-    np.testing.assert_array_equal(task.item_category.numpy(), dm.arrays["item_category"])
+    assert task.catalogue == dm.catalogue
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage_header", "missing_file",
                                     "garbage_meta", "wrong_shape"])
 def test_damaged_cache_is_reported_and_rebuilt(tmp_path, caplog, damage):
-    original = {k: np.array(v) for k, v in build(tmp_path).arrays.items()}
+    original = {k: np.array(v) for k, v in arrays_of(build(tmp_path)).items()}
     folder = cache_folder(tmp_path)
-    file = folder / "train_target.npy"
+    file = folder / "train.target.npy"
     if damage == "truncate":
         file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
     elif damage == "garbage_header":
@@ -139,26 +143,26 @@ def test_damaged_cache_is_reported_and_rebuilt(tmp_path, caplog, damage):
         np.save(file, np.zeros(3, dtype=np.int64))
 
     with caplog.at_level("WARNING"):
-        rebuilt = build(tmp_path).arrays
+        rebuilt = arrays_of(build(tmp_path))
     (message,) = warnings_of(caplog)
     assert message.startswith(f"cache {folder} is unreadable (")
     assert message.endswith("; rebuilding it")
     assert "\n" not in message
     assert_same_arrays(rebuilt, original)
     assert cache_folder(tmp_path) == folder
-    np.testing.assert_array_equal(np.load(file), original["train_target"])  # whole again
+    np.testing.assert_array_equal(np.load(file), original["train.target"])  # whole again
     assert leftovers(tmp_path / "cache") == []
 
 
 def test_cache_of_another_version_is_rebuilt(tmp_path, caplog):
-    original = {k: np.array(v) for k, v in build(tmp_path).arrays.items()}
+    original = {k: np.array(v) for k, v in arrays_of(build(tmp_path)).items()}
     folder = cache_folder(tmp_path)
     meta = json.loads((folder / "meta.json").read_text())
     meta["version"] = CACHE_VERSION + 1
     (folder / "meta.json").write_text(json.dumps(meta))
 
     with caplog.at_level("WARNING"):
-        rebuilt = build(tmp_path).arrays
+        rebuilt = arrays_of(build(tmp_path))
     assert warnings_of(caplog) == [
         f"cache {folder} was written by another version; rebuilding it"]
     assert_same_arrays(rebuilt, original)
@@ -258,7 +262,7 @@ def test_key_hashes_small_inputs_by_content_and_large_ones_by_size_and_time(tmp_
     edit_keeping_size_and_time()
     assert dm.fingerprint() != key  # small: the content counts
 
-    monkeypatch.setattr(datamodule, "CONTENT_HASH_LIMIT", 10)
+    monkeypatch.setattr(cache, "CONTENT_HASH_LIMIT", 10)
     opened = []
     real_open = open
     monkeypatch.setattr("builtins.open", lambda f, *a, **k: opened.append(f) or real_open(f, *a,
@@ -277,8 +281,7 @@ def test_key_covers_processing_parameters_only():
     assert CTRDataModule(preset="tiny", top_k=4).fingerprint() != key
     assert CTRDataModule(preset="tiny", seed=1).fingerprint() != key
     same = [CTRDataModule(preset="tiny", batch_size=7, eval_batch_size=9, num_workers=1,
-                          cache_dir="elsewhere", output="x.parquet"),
-            SubsetDataModule(train_user_fraction=0.5, fraction_seed=3, preset="tiny")]
+                          cache_dir="elsewhere", output="x.parquet")]
     assert {dm.fingerprint() for dm in same} == {key}
 
 
@@ -289,8 +292,8 @@ def test_other_ranks_find_the_cache_without_hashing_the_inputs(tmp_path, monkeyp
     CTRDataModule(**kwargs).prepare_data()  # the first process hashes and builds
 
     hashed = []
-    content_key = datamodule._content_key
-    monkeypatch.setattr(datamodule, "_content_key",
+    content_key = cache.content_key
+    monkeypatch.setattr(cache, "content_key",
                         lambda *a: hashed.append(1) or content_key(*a))
     monkeypatch.setenv("LOCAL_RANK", "1")
     other = CTRDataModule(**kwargs)
@@ -367,7 +370,7 @@ def read_only(folder: Path):
 
 
 def test_read_only_cache(tmp_path, caplog):
-    original = {k: np.array(v) for k, v in build(tmp_path).arrays.items()}
+    original = {k: np.array(v) for k, v in arrays_of(build(tmp_path)).items()}
     cache = tmp_path / "cache"
     for lock in cache.glob("*.lock"):
         lock.unlink()  # a cache copied elsewhere, without the lock files
@@ -375,7 +378,7 @@ def test_read_only_cache(tmp_path, caplog):
         with caplog.at_level("INFO"):
             dm = build(tmp_path)
             dm.setup("fit")
-            assert_same_arrays(dm.arrays, original)
+            assert_same_arrays(arrays_of(dm), original)
             next(iter(dm.train_dataloader()))
         with pytest.raises(ConfigError) as info:
             build(tmp_path, top_k=4)  # not in the cache: would need building
@@ -399,4 +402,4 @@ def test_no_fcntl_in_the_package():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module] if isinstance(node, ast.ImportFrom) else [])
             assert "fcntl" not in names, f"{file} imports fcntl"
-    assert datamodule.FileLock.__module__.startswith("filelock")
+    assert cache.FileLock.__module__.startswith("filelock")

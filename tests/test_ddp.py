@@ -14,9 +14,10 @@ import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import Subset
 
+from resemb_pl.checkpoint import load_checkpoint
 from resemb_pl.cli import main
+from resemb_pl.data.catalogue import Catalogue
 from resemb_pl.data.datamodule import CTRDataModule, ShardSampler
-from resemb_pl.data.requests import checkpoint_vocabulary
 from resemb_pl.nn.conv import GCNNormConv
 from resemb_pl.nn.embedding import ResEmbedding
 from resemb_pl.task import CTRTask
@@ -113,7 +114,7 @@ for name in ("requests", "one", "none"):
 def test_ddp_predict_writes_every_row_once_in_request_order(tmp_path, quickstart_checkpoint,
                                                             monkeypatch):
     ckpt = quickstart_checkpoint.ckpt
-    vocab = checkpoint_vocabulary(ckpt)["item_vocab"]
+    vocab = Catalogue.from_checkpoint(load_checkpoint(ckpt)).item_vocab
     rng = np.random.default_rng(0)
     rows = 101
     requests = pd.DataFrame({

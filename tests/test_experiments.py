@@ -5,18 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from matplotlib import image
 
 from resemb_pl.errors import ConfigError
 from resemb_pl.experiments import (
     Grid,
-    SubsetDataModule,
     backbone_spec,
     cell_id,
     conv_class,
     embedding_spec,
-    graph_from_samples,
     knn_purity,
     summarize,
     tsne,
@@ -159,33 +156,6 @@ def test_specs_by_name():
                                                              DotAttentionConv]
     with pytest.raises(ConfigError, match="unknown res-embedding 'plain'; choose from avg"):
         conv_class("plain")
-
-
-# -- training on a fraction of the users ----------------------------------------------------
-@pytest.mark.parametrize("split", ["last", "user"])
-def test_graph_from_samples_rebuilds_the_datamodule_graph(split):
-    dm = SubsetDataModule(preset="tiny", split=split, cache_dir=None)
-    rebuilt = graph_from_samples(dm.samples("train"), dm.num_items, 2, 8)
-    assert rebuilt.edge_index.size(1) > 0
-    assert torch.equal(rebuilt.edge_index, dm.graph.edge_index)
-    assert torch.equal(rebuilt.edge_weight, dm.graph.edge_weight)
-
-
-def test_subset_datamodule_keeps_whole_users():
-    full = SubsetDataModule(preset="tiny", cache_dir=None)
-    half = SubsetDataModule(train_user_fraction=0.5, fraction_seed=1, preset="tiny", cache_dir=None)
-    f, h = full.samples("train"), half.samples("train")
-    users = np.unique(h.user)
-    assert len(users) == round(0.5 * len(np.unique(f.user)))
-    assert len(h) == np.isin(f.user, users).sum()  # every sample of a kept user
-    assert len(half.samples("test")) == len(full.samples("test"))
-    assert half.graph.edge_weight.sum() < full.graph.edge_weight.sum()
-    graph_items = torch.unique(half.graph.edge_index)
-    kept_items = np.unique(np.concatenate([h.target[h.label > 0], h.seq[h.hist_start]]))
-    assert set(graph_items.tolist()) <= set(range(1, half.num_items + 1))
-    assert np.isin(kept_items, graph_items.numpy()).mean() > 0.5
-    with pytest.raises(ConfigError, match=r"train_user_fraction: must lie in \(0, 1\]"):
-        SubsetDataModule(train_user_fraction=0.0, preset="tiny")
 
 
 # -- tables and t-SNE ------------------------------------------------------------------------

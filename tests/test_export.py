@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from resemb_pl.data.catalogue import Catalogue
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import CheckpointError, DataError
 from resemb_pl.export import ItemTable, PortableCTR, export_model, item_table, load_task, nearest
@@ -40,8 +41,8 @@ def test_exported_table_equals_model(trained, capsys, tmp_path):
     assert np.abs(table.residual).max() > 0
     assert np.abs(table.central).max() > 0
 
-    assert table.item_id.tolist() == dm.arrays["item_vocab"].tolist()
-    names = dm.arrays["category_vocab"][dm.item_category[1:] - 1]
+    assert table.item_id.tolist() == dm.catalogue.item_vocab.tolist()
+    names = dm.catalogue.category_vocab[dm.item_category[1:] - 1]
     assert table.category.tolist() == names.tolist()
     frame = pd.read_parquet(out / "items.parquet")
     assert list(frame.columns) == ["item_id", "category", "embedding", "central", "residual"]
@@ -75,7 +76,7 @@ def test_nearest_by_cosine(tmp_path, capsys):
 
 def test_nearest_from_checkpoint(trained):
     ckpt, dm = trained
-    first = dm.arrays["item_vocab"][0]
+    first = dm.catalogue.item_vocab[0]
     result = nearest(ckpt, first, k=3)
     assert len(result) == 3
     assert first not in result["item_id"].tolist()
@@ -113,7 +114,7 @@ def test_onnx_export(trained, tmp_path):
 
 def test_plain_embedding_table_is_all_residual():
     task = CTRTask(num_items=3, num_categories=1, embedding_dim=4, embedding=PlainEmbedding)
-    task.set_vocabulary(["p", "q", "r"], [0, 1, 1, 0], ["cat"])
+    task.attach(Catalogue.from_vocabulary(["p", "q", "r"], [0, 1, 1, 0], ["cat"]))
     table = item_table(task.eval())
     np.testing.assert_array_equal(table.central, 0)
     np.testing.assert_allclose(table.residual, task.embedding.table.weight[1:].detach().numpy())

@@ -145,7 +145,7 @@ def test_full_disk_under_predict_output(small_disk, quickstart_checkpoint, tmp_p
     ckpt = torch.load(q.ckpt, weights_only=True)
     hparams = {k: v for k, v in ckpt["datamodule_hyper_parameters"].items() if k[0] != "_"}
     dm = CTRDataModule(**hparams | {"cache_dir": q.cache})
-    s, vocab = dm.samples("test"), dm.arrays["item_vocab"]
+    s, vocab = dm.samples("test"), dm.catalogue.item_vocab
     requests = tmp_path / "requests.parquet"
     pd.DataFrame({"history": [list(vocab[s.history(i) - 1]) for i in range(len(s))],
                   "item_id": vocab[s.target - 1]}).to_parquet(requests)

@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -7,10 +8,12 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from resemb_pl.checkpoint import load_checkpoint
 from resemb_pl.cli import ResembCLI, main
+from resemb_pl.data.catalogue import Catalogue
 from resemb_pl.data.datamodule import CTRDataModule, SampleDataset
 from resemb_pl.data.interactions import canonicalize
-from resemb_pl.data.requests import checkpoint_vocabulary, read_requests
+from resemb_pl.data.requests import read_requests
 from resemb_pl.errors import CheckpointError, DataError
 from resemb_pl.task import CTRTask
 
@@ -24,9 +27,14 @@ def trained(quickstart_checkpoint):
     return q.root, q.ckpt.parent, q.cache
 
 
+def vocabulary(path: Path) -> np.ndarray:
+    """The original item ids of a checkpoint, as requests read them."""
+    return Catalogue.from_checkpoint(load_checkpoint(path), str(path)).item_vocab
+
+
 def _requests(dm: CTRDataModule) -> pd.DataFrame:
     """The test samples of ``dm`` as a requests table with original ids."""
-    s, vocab = dm.samples("test"), dm.arrays["item_vocab"]
+    s, vocab = dm.samples("test"), dm.catalogue.item_vocab
     return pd.DataFrame({
         "user_id": s.user,
         "history": [list(vocab[s.history(i) - 1]) for i in range(len(s))],
@@ -68,7 +76,7 @@ def test_predict_from_checkpoint_alone_equals_test(trained, monkeypatch):
 
 def test_unknown_ids_are_padding(trained, monkeypatch, capsys):
     _, alone, _ = trained
-    vocab = checkpoint_vocabulary(alone / "model.ckpt")["item_vocab"]
+    vocab = vocabulary(alone / "model.ckpt")
     a, b, c = vocab[:3]
     pd.DataFrame({
         "history": [[a, b], [a, "unknown-1", b], [a, b], [a, b]],
@@ -123,7 +131,7 @@ def test_requests_errors(tmp_path, trained, monkeypatch, capsys):
     del ckpt["resemb_vocab"]
     torch.save(ckpt, bare)
     with pytest.raises(CheckpointError, match="bare.ckpt: the checkpoint has no id vocabulary"):
-        checkpoint_vocabulary(bare)
+        vocabulary(bare)
 
     monkeypatch.setattr("sys.argv", ["resemb-pl"])
     monkeypatch.chdir(tmp_path)
@@ -233,7 +241,7 @@ def test_float_trained_ids_match_integer_requests(tmp_path):
 
 def test_predict_cold_start_csv_and_no_rows(trained, monkeypatch):
     _, alone, _ = trained
-    vocab = checkpoint_vocabulary(alone / "model.ckpt")["item_vocab"]
+    vocab = vocabulary(alone / "model.ckpt")
     history = [[], [], list(vocab[:3]), [vocab[4]]]
     candidates = [vocab[5], vocab[6], vocab[5], vocab[6]]
     tmp = alone / "cold"
@@ -265,3 +273,58 @@ def test_predict_cold_start_csv_and_no_rows(trained, monkeypatch):
     out = pd.read_parquet(tmp / "p_empty.parquet")
     assert list(out.columns) == ["probability"]
     assert len(out) == 0
+
+
+def _old_format(ckpt: dict) -> dict:
+    """A checkpoint as resemb-pl wrote it before the Catalogue (version 1): the vocabularies in
+    ``resemb_vocab``, the item -> category table as the task's buffer ``item_category``."""
+    entry = ckpt["resemb_vocab"]
+    ckpt["resemb_vocab"] = {"items": entry["items"], "categories": entry["categories"]}
+    ckpt["state_dict"]["item_category"] = entry["item_category"]
+    return ckpt
+
+
+def test_checkpoint_written_before_the_catalogue_still_scores(trained, tmp_path, monkeypatch):
+    from resemb_pl.export import item_table, load_task
+
+    _, alone, _ = trained
+    new = torch.load(alone / "model.ckpt", weights_only=True)
+    torch.save(_old_format(torch.load(alone / "model.ckpt", weights_only=True)),
+               tmp_path / "old.ckpt")
+    # Version 1 kept no item domains (synthetic data's true interests); the rest is the same.
+    expected = dataclasses.replace(Catalogue.from_checkpoint(new), item_domain=None)
+    assert Catalogue.from_checkpoint(load_checkpoint(tmp_path / "old.ckpt")) == expected
+    vocab = vocabulary(alone / "model.ckpt")
+    pd.DataFrame({"history": [list(vocab[:3]), [vocab[7]], []],
+                  "item_id": [vocab[4], vocab[9], vocab[1]]}).to_parquet(tmp_path / "r.parquet")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["resemb-pl"])
+    scores = {}
+    for name, ckpt in (("old", tmp_path / "old.ckpt"), ("new", alone / "model.ckpt")):
+        main(["predict", f"--ckpt_path={ckpt}", "--data.path=r.parquet",
+              f"--data.output={name}.parquet", *QUIET])
+        scores[name] = pd.read_parquet(tmp_path / f"{name}.parquet")["probability"].to_numpy()
+    np.testing.assert_array_equal(scores["old"], scores["new"])
+    assert scores["new"].std() > 0
+    old_task = load_task(tmp_path / "old.ckpt")
+    assert "item_category" not in old_task.state_dict()
+    assert old_task.catalogue == expected
+    np.testing.assert_array_equal(item_table(old_task).embedding,
+                                  item_table(load_task(alone / "model.ckpt")).embedding)
+
+
+def test_checkpoint_of_another_catalogue_version_is_one_line(trained, tmp_path, monkeypatch,
+                                                              capsys):
+    _, alone, _ = trained
+    ckpt = torch.load(alone / "model.ckpt", weights_only=True)
+    ckpt["resemb_vocab"]["version"] = 99
+    torch.save(ckpt, tmp_path / "future.ckpt")
+    pd.DataFrame({"history": [[]], "item_id": ["x"]}).to_parquet(tmp_path / "r.parquet")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["resemb-pl"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--ckpt_path=future.ckpt", "--data.path=r.parquet", *QUIET])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("resemb-pl: error: future.ckpt: its catalogue (resemb_vocab) is version "
+                       "99; this resemb-pl reads versions 1 to 2")

@@ -1,149 +1,41 @@
-"""CTRDataModule: interactions -> samples + interest graph, cached once, batched per step."""
+"""CTRDataModule: a source -> :class:`~resemb_pl.data.product.ProcessedData`, cached, batched."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import inspect
 import json
 import logging
 import os
-import stat
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
-from filelock import FileLock
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader
 from torch_geometric.data import Data
 
-from resemb_pl.atomic import atomic_folder, sweep_abandoned
-from resemb_pl.data.graph import build_interest_graph
-from resemb_pl.data.interactions import Interactions, check_ids, drop_short_users
-from resemb_pl.data.protocols import Samples, din_samples, movielens_samples
+from resemb_pl.atomic import sweep_abandoned
+from resemb_pl.data import cache, sources
+from resemb_pl.data.cache import CACHE_VERSION, CONTENT_HASH_LIMIT
+from resemb_pl.data.catalogue import Catalogue
+from resemb_pl.data.loaders import (
+    EpochSampler,
+    ResumableLoader,
+    SampleDataset,
+    ShardSampler,
+    collate,
+)
+from resemb_pl.data.product import ProcessedData
+from resemb_pl.data.protocols import Samples
+from resemb_pl.data.sources import check_source
 from resemb_pl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: a folder of .npy files (1 was one .npz)
-Source = Literal["synthetic", "interactions", "impressions", "amazon", "movielens", "requests"]
-
-
-class SampleDataset(Dataset):
-    """Samples as a map-style dataset whose batches are gathered in one vectorised call.
-
-    ``__getitems__`` pads each batch to the longest history *in that batch*.
-    """
-
-    def __init__(self, samples: Samples, item_category: np.ndarray) -> None:
-        self.samples = samples
-        self.item_category = item_category
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.__getitems__([index])
-
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        s, idx = self.samples, np.asarray(indices, dtype=np.int64)
-        length = s.hist_len[idx]
-        width = max(1, int(length.max()) if len(idx) else 1)
-        offset = np.arange(width)
-        mask = offset[None, :] < length[:, None]
-        pos = np.where(mask, s.hist_start[idx, None] + offset[None, :], 0)
-        seq = s.seq if len(s.seq) else np.zeros(1, dtype=np.int64)  # every history empty
-        hist = np.where(mask, seq[pos], 0)
-        target = s.target[idx]
-        return {
-            "hist": torch.from_numpy(hist),
-            "hist_cat": torch.from_numpy(self.item_category[hist]),
-            "target": torch.from_numpy(target),
-            "target_cat": torch.from_numpy(self.item_category[target]),
-            "label": torch.from_numpy(s.label[idx]),
-            "user": torch.from_numpy(s.user[idx]),
-        }
-
-
-def _collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return batch
-
-
-class EpochSampler(DistributedSampler):
-    """A random permutation that depends only on ``(seed, epoch)``, optionally started late.
-
-    Lightning calls :meth:`set_epoch` before each epoch, so a resumed run draws the same order
-    as an uninterrupted one, whatever the global random state. With ``num_replicas > 1`` rank
-    ``r`` takes every ``num_replicas``-th sample of the permutation from ``r`` on, the
-    permutation padded by its own start so every rank has as many batches (as
-    :class:`~torch.utils.data.DistributedSampler`); being one, Lightning keeps it as it is.
-    """
-
-    def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
-        super().__init__(range(size), num_replicas=num_replicas, rank=rank, seed=seed)
-        self.size, self.start = size, 0
-
-    def __iter__(self):
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
-        if self.num_replicas > 1:
-            order = np.resize(order, self.total_size)[self.rank :: self.num_replicas]
-        start, self.start = self.start, 0
-        yield from order[start:].tolist()
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
-class ShardSampler(DistributedSampler):
-    """Rank ``r`` of ``n`` gets samples ``r, r + n, r + 2n, ...``: each sample exactly once.
-
-    Unlike :class:`~torch.utils.data.DistributedSampler` it pads no shard with duplicates, so
-    metrics whose states are gathered across ranks (AUC, GAUC, logloss) cover the evaluation set
-    exactly. Lightning keeps a loader's ``DistributedSampler`` as it is.
-    """
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-        self.total_size = len(dataset)
-        self.num_samples = len(range(rank, self.total_size, num_replicas))
-
-    def __iter__(self):
-        return iter(range(self.rank, self.total_size, self.num_replicas))
-
-
-class ResumableLoader(DataLoader):
-    """A shuffling loader that Lightning checkpoints mid-epoch and resumes at the next batch.
-
-    Its ``state_dict`` (saved by Lightning's fit loop) is the epoch and the number of batches
-    handed out in it; after ``load_state_dict`` the next iteration of that epoch skips them.
-    Sized loaders are not prefetched by Lightning, so the count handed out is the count trained.
-    """
-
-    def __init__(
-        self, dataset: Dataset, *, batch_size: int, seed: int, num_replicas: int = 1,
-        rank: int = 0, **kwargs
-    ) -> None:
-        sampler = EpochSampler(len(dataset), seed, num_replicas, rank)
-        super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
-        self._batches, self._resume = 0, (-1, 0)
-
-    def __iter__(self):
-        epoch, done = self._resume
-        self._resume = (-1, 0)
-        self._batches = done if epoch == self.sampler.epoch else 0
-        self.sampler.start = self._batches * self.batch_size
-        for batch in super().__iter__():
-            self._batches += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self._batches}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume = (int(state_dict["epoch"]), int(state_dict["batches"]))
+__all__ = ["CACHE_VERSION", "CONTENT_HASH_LIMIT", "CTRDataModule", "EpochSampler",
+           "ResumableLoader", "SampleDataset", "ShardSampler"]
 
 
 class CTRDataModule(LightningDataModule):
@@ -159,9 +51,11 @@ class CTRDataModule(LightningDataModule):
             csv of positive events, by default in the canonical schema), ``impressions`` (an
             impression log with click labels: a parquet or csv file or a folder of parquet
             part files; see :mod:`resemb_pl.data.impressions`), ``amazon`` (a McAuley reviews
-            dump, with ``meta_path``), ``movielens`` (an official MovieLens folder) or ``requests``
-            (scoring requests with original item ids, read with the vocabulary of
-            ``checkpoint``; see :mod:`resemb_pl.data.requests`; for ``predict`` only).
+            dump, with ``meta_path``), ``movielens`` (an official MovieLens folder),
+            ``requests`` (scoring requests with original item ids, read with the catalogue of
+            the scoring checkpoint, handed over by :meth:`use_catalogue`; see
+            :mod:`resemb_pl.data.requests`; for ``predict`` only), or a name registered with
+            :func:`~resemb_pl.data.sources.register_source`.
         path: The file or folder of a non-synthetic source.
         meta_path: The Amazon ``meta_<Category>.json(.gz)`` (optional).
         on_bad_line: Amazon files: ``error`` stops at a malformed line, ``skip`` skips such
@@ -186,8 +80,6 @@ class CTRDataModule(LightningDataModule):
             ``ml-1m``, ``ml-20m`` (``path`` is then the folder to extract into) or
             ``amazon:Electronics`` / ``amazon:Books`` (``path`` and ``meta_path`` are the
             files to create).
-        checkpoint: The checkpoint whose vocabulary reads ``requests`` (``resemb-pl predict``
-            sets it from ``--ckpt_path``).
         output: Where ``resemb-pl predict`` writes the CTR probabilities (parquet).
         columns: ``interactions`` and ``impressions``: our roles -> the file's column names,
             where they differ, e.g. ``{user_id: uid, item_id: adgroup_id, label: clk,
@@ -209,7 +101,7 @@ class CTRDataModule(LightningDataModule):
 
     def __init__(
         self,
-        source: Source = "synthetic",
+        source: str = "synthetic",
         path: str | None = None,
         meta_path: str | None = None,
         on_bad_line: Literal["error", "skip"] = "error",
@@ -225,7 +117,6 @@ class CTRDataModule(LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = ".cache/resemb_pl",
         download: str | None = None,
-        checkpoint: str | None = None,
         output: str = "predictions.parquet",
         columns: dict[str, str] | None = None,
         time_fractions: tuple[float, float] = (0.8, 0.1),
@@ -235,6 +126,7 @@ class CTRDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_source(source)
         if source != "synthetic" and path is None:
             raise ConfigError(f"data.path: required for source {source!r}")
         if protocol == "movielens" and split != "user":
@@ -248,18 +140,36 @@ class CTRDataModule(LightningDataModule):
         for key, value in (("num_workers", num_workers), ("seed", seed)):
             if value < 0:
                 raise ConfigError(f"data.{key}: must be >= 0, got {value}")
-        self._arrays: dict[str, np.ndarray] | None = None
+        self._data: ProcessedData | None = None
+        self._catalogue: Catalogue | None = None  # of the model that scores requests
 
     # -- the processed data ------------------------------------------------------------------
     @property
+    def processed(self) -> ProcessedData:
+        """The processed data (samples, graph, catalogue), built or read from the cache once.
+
+        From the cache, every array is a read-only memory map of its file, so the processes of
+        a run share one copy: copy what you change (``np.array(a)``), and copy before
+        ``torch.from_numpy``, whose tensors would write into the map.
+        """
+        if self._data is None:
+            self._data = self._load_or_build()
+        return self._data
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """Counts, item -> category, original ids and domains of the data."""
+        return self.processed.catalogue
+
+    @property
     def num_items(self) -> int:
         """Number of items ``H``; linked to ``model.num_items``."""
-        return int(self.arrays["num_items"])
+        return self.catalogue.num_items
 
     @property
     def num_categories(self) -> int:
         """Number of categories ``C``; linked to ``model.num_categories``."""
-        return int(self.arrays["num_categories"])
+        return self.catalogue.num_categories
 
     @property
     def graph(self) -> Data | None:
@@ -267,51 +177,50 @@ class CTRDataModule(LightningDataModule):
 
         Its tensors are copies: the cached arrays are read-only memory maps.
         """
-        a = self.arrays
-        if "edge_index" not in a:
-            return None
-        return Data(
-            edge_index=torch.from_numpy(np.array(a["edge_index"])),
-            edge_weight=torch.from_numpy(np.array(a["edge_weight"])),
-            num_nodes=self.num_items + 1,
-        )
+        return self.processed.graph
 
     @property
     def item_category(self) -> np.ndarray:
         """Dense category of every dense item ``(H + 1,)``, a writable copy."""
-        return np.array(self.arrays["item_category"])
+        return np.array(self.catalogue.item_category)
 
     @property
     def item_domain(self) -> np.ndarray | None:
         """True interest domain per item (synthetic data) or ``None``; a writable copy."""
-        domain = self.arrays.get("item_domain")
+        domain = self.catalogue.item_domain
         return None if domain is None else np.array(domain)
 
-    @property
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The processed data: samples, graph, vocabularies, built or read from the cache once.
+    def samples(self, stage: Literal["train", "val", "test", "predict"]) -> Samples:
+        """The samples of ``stage``."""
+        samples = getattr(self.processed, stage)
+        if samples is None:
+            raise DataError(f"{self.hparams.path or self.hparams.preset}: no {stage} samples "
+                            f"(source {self.hparams.source!r})")
+        return samples
 
-        From the cache, every array but the scalars is a read-only memory map of its file, so
-        the processes of a run share one copy: copy what you change (``np.array(a)``), and copy
-        before ``torch.from_numpy``, whose tensors would write into the map.
+    def use_catalogue(self, catalogue: Catalogue) -> None:
+        """Read ``requests`` with ``catalogue``: the model's ids, categories and history length.
+
+        ``resemb-pl predict`` hands over the catalogue of ``--ckpt_path``
+        (:meth:`Catalogue.from_checkpoint`) before the data is read.
         """
-        if self._arrays is None:
-            self._arrays = self._load_or_build()
-        return self._arrays
+        self._catalogue, self._data = catalogue, None
 
-    def samples(self, stage: Literal["train", "val", "test"]) -> Samples:
-        return Samples.from_arrays(self.arrays, f"{stage}_")
+    def restrict_training_users(self, fraction: float, seed: int) -> None:
+        """Train on a random ``fraction`` of the training users, with the graph of their data.
+
+        See :meth:`ProcessedData.restrict_training_users`; call it before the run starts.
+        """
+        self._data = self.processed.restrict_training_users(fraction, seed)
 
     def prepare_data(self) -> None:
         """Build the cache (Lightning runs this on the first process of each node only)."""
-        self.arrays  # noqa: B018 - builds the cache once, before the processes split
+        self.processed  # noqa: B018 - builds the cache once, before the processes split
 
     def setup(self, stage: str | None = None) -> None:
-        self.datasets = {
-            name: SampleDataset(self.samples(name), self.item_category)
-            for name in ("train", "val", "test", "predict")
-            if f"{name}_target" in self.arrays
-        }
+        item_category = self.item_category
+        self.datasets = {name: SampleDataset(samples, item_category)
+                         for name, samples in self.processed.splits().items()}
         if stage == "fit" and "train" in self.datasets and not len(self.datasets["train"]):
             h = self.hparams  # else fit "succeeds" with exit code 0 and no checkpoint
             need = ("a user needs 4 or more events (split 'last' trains on those before the "
@@ -329,7 +238,7 @@ class CTRDataModule(LightningDataModule):
             self.datasets[name],
             batch_size=self.hparams.eval_batch_size,
             sampler=sampler,
-            collate_fn=_collate,
+            collate_fn=collate,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
@@ -342,7 +251,7 @@ class CTRDataModule(LightningDataModule):
             seed=self.hparams.seed,
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
-            collate_fn=_collate,
+            collate_fn=collate,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
         )
@@ -357,92 +266,6 @@ class CTRDataModule(LightningDataModule):
         return self._eval_loader("predict" if "predict" in self.datasets else "test")
 
     # -- processing and cache ----------------------------------------------------------------
-    def read_interactions(self) -> Interactions:
-        """Read the source into the canonical table."""
-        h = self.hparams
-        if h.source == "synthetic":
-            from resemb_pl.data.synthetic import generate
-
-            return generate(h.preset, seed=h.seed)
-        from resemb_pl.data.readers import read_source
-
-        kwargs = {}
-        if h.source == "amazon":
-            kwargs = {"meta_path": h.meta_path, "on_bad_line": h.on_bad_line}
-        elif h.source == "interactions" and h.get("columns"):
-            kwargs = {"columns": dict(h.columns)}
-        return read_source(h.source, h.path, **kwargs)
-
-    def _download(self) -> None:
-        from resemb_pl.data import download
-
-        h = self.hparams
-        name = h.download
-        if name.startswith("amazon:"):
-            reviews, meta = download.fetch_amazon(name.split(":", 1)[1], Path(h.path).parent)
-            for got, want in ((reviews, h.path), (meta, h.meta_path)):
-                if want is not None and Path(got) != Path(want):
-                    os.replace(got, want)
-        elif name in download.MOVIELENS_VARIANTS:
-            folder = download.fetch_movielens(name, Path(h.path).parent)
-            if Path(folder) != Path(h.path):
-                os.replace(folder, h.path)
-        else:
-            raise ConfigError(
-                f"data.download: unknown archive {name!r}; choose from "
-                f"{sorted(download.MOVIELENS_VARIANTS)} or amazon:<Category>"
-            )
-
-    def process(self) -> dict[str, np.ndarray]:
-        """Interactions -> samples and graph, as a dict of arrays (the cache's content)."""
-        h = self.hparams
-        if h.source == "requests":
-            from resemb_pl.data.requests import requests_arrays
-
-            if h.checkpoint is None:
-                raise ConfigError("data.checkpoint: required for source 'requests' "
-                                  "(resemb-pl predict takes it from --ckpt_path)")
-            return requests_arrays(h.path, h.checkpoint)
-        if h.source == "impressions":
-            from resemb_pl.data.impressions import impressions_arrays
-
-            return impressions_arrays(
-                h.path, columns=h.columns, max_len=h.max_len, split=h.split,
-                time_fractions=tuple(h.time_fractions), val_from=h.val_from,
-                test_from=h.test_from, sample_negatives=h.sample_negatives, window=h.window,
-                top_k=h.top_k, seed=h.seed,
-            )
-        data = self.read_interactions()
-        check_ids(data)
-        data, dropped = drop_short_users(data)
-        if dropped:
-            log.warning("%s: dropped %d user(s) with fewer than 2 events", data.source, dropped)
-        if h.protocol == "movielens":
-            splits = movielens_samples(data, max_len=h.max_len, seed=h.seed)
-        else:
-            splits = din_samples(data, max_len=h.max_len, split=h.split, seed=h.seed)
-        if data.num_items < h.top_k:
-            raise DataError(
-                f"{data.source}: {data.num_items} items is fewer than data.top_k={h.top_k}"
-            )
-        graph = build_interest_graph(
-            splits.graph_items, splits.graph_lengths, data.num_items, h.window, h.top_k
-        )
-        arrays = {
-            "num_items": np.int64(data.num_items),
-            "num_categories": np.int64(data.num_categories),
-            "item_category": data.item_category(),
-            "item_vocab": np.asarray(data.item_vocab).astype(str),
-            "category_vocab": np.asarray(data.category_vocab).astype(str),
-            "edge_index": graph.edge_index.numpy(),
-            "edge_weight": graph.edge_weight.numpy(),
-        }
-        if data.item_domain is not None:
-            arrays["item_domain"] = data.item_domain
-        for name, samples in zip(("train", "val", "test"), splits, strict=True):
-            arrays.update(samples.to_arrays(f"{name}_"))
-        return arrays
-
     def fingerprint(self) -> str:
         """The cache key: a hash of every processing parameter and of the input files.
 
@@ -452,12 +275,12 @@ class CTRDataModule(LightningDataModule):
         names, sizes, times) or ``<stat>-<content>``, 16 hex digits each.
         """
         stat_key, files = self._stat_key()
-        return _content_key(stat_key, files)
+        return cache.content_key(stat_key, files)
 
     def _stat_key(self) -> tuple[str, list[tuple[str, Path, os.stat_result]]]:
         h = dict(self.hparams)
         params = {k: h.get(k) for k in _processing_parameters()}
-        params["version"] = CACHE_VERSION
+        params["version"] = cache.CACHE_VERSION
         digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
         files = self._inputs()
         for name, _, st in files:
@@ -471,7 +294,7 @@ class CTRDataModule(LightningDataModule):
         for role in ("path", "meta_path"):
             if h.get(role) is not None:
                 files += [(f"{role}:{name}", file, st)
-                          for name, file, st in _input_files(Path(h[role]))]
+                          for name, file, st in cache.input_files(Path(h[role]))]
         return files
 
     def _cache_folder(self, root: Path) -> Path:
@@ -483,16 +306,20 @@ class CTRDataModule(LightningDataModule):
         """
         source = self.hparams.source
         stat_key, files = self._stat_key()
-        if _local_rank(self.trainer) > 0:
+        if cache.local_rank(self.trainer) > 0:
             made = [p for p in root.glob(f"{source}-{stat_key}*") if p.is_dir()]
             if len(made) == 1:
                 return made[0]
-        return root / f"{source}-{_content_key(stat_key, files)}"
+        return root / f"{source}-{cache.content_key(stat_key, files)}"
 
-    def _load_or_build(self) -> dict[str, np.ndarray]:
+    def process(self) -> ProcessedData:
+        """The source -> samples, graph, catalogue (:func:`resemb_pl.data.sources.process`)."""
+        return sources.process(dict(self.hparams), self._catalogue)
+
+    def _load_or_build(self) -> ProcessedData:
         h = self.hparams
         if h.download is not None and not Path(h.path).exists():
-            self._download()
+            sources.download(dict(h))
         if h.cache_dir is None or h.source == "requests":
             self._inputs()  # a FIFO or a device is refused before the reader blocks on it
             return self.process()
@@ -500,21 +327,27 @@ class CTRDataModule(LightningDataModule):
         folder = self._cache_folder(root)
         if folder.is_dir():  # complete by construction: readable without the lock, read-only
             with contextlib.suppress(DataError):  # reported and rebuilt under the lock
-                arrays = _read_cache(folder)
-                log.info("reusing processed data from %s", folder)
-                return arrays
-        with _cache_lock(root, folder.name):
+                return self._read(folder)
+        with cache.cache_lock(root, folder.name):
             sweep_abandoned(root)
             if folder.is_dir():
                 try:
-                    arrays = _read_cache(folder)
-                    log.info("reusing processed data from %s", folder)
-                    return arrays
+                    return self._read(folder)
                 except DataError as err:
                     log.warning("%s; rebuilding it", err)
-            _write_cache(folder, self.process())
+            cache.write_cache(folder, self.process().to_arrays())
             log.info("cached processed data in %s", folder)
-        return _read_cache(folder)
+        return ProcessedData.from_arrays(cache.read_cache(folder))
+
+    @staticmethod
+    def _read(folder: Path) -> ProcessedData:
+        arrays = cache.read_cache(folder)
+        try:
+            data = ProcessedData.from_arrays(arrays)
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"cache {folder} is unreadable ({type(err).__name__})") from err
+        log.info("reusing processed data from %s", folder)
+        return data
 
 
 def _check_impression_options(
@@ -548,9 +381,7 @@ def _check_impression_options(
 # Parameters of CTRDataModule that do not change the processed arrays (the input files count
 # through their names, sizes, times and contents instead of their paths).
 _NOT_PROCESSING = frozenset({"self", "path", "meta_path", "batch_size", "eval_batch_size",
-                             "num_workers", "cache_dir", "download", "checkpoint", "output"})
-CONTENT_HASH_LIMIT = 64 << 20
-"""Inputs smaller than this (bytes, all files together) are hashed by content for the key."""
+                             "num_workers", "cache_dir", "download", "output"})
 
 
 def _processing_parameters() -> list[str]:
@@ -562,140 +393,3 @@ def _processing_parameters() -> list[str]:
     names = inspect.signature(CTRDataModule.__init__).parameters
     return [n for n in names if n not in _NOT_PROCESSING]
 
-
-def _content_key(stat_key: str, files: list[tuple[str, Path, os.stat_result]]) -> str:
-    if not files or sum(st.st_size for _, _, st in files) >= CONTENT_HASH_LIMIT:
-        return stat_key
-    digest = hashlib.sha256()
-    for name, file, _ in files:
-        digest.update(f"\0{name}\0".encode())
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 22), b""):
-                digest.update(chunk)
-    return f"{stat_key}-{digest.hexdigest()[:16]}"
-
-
-_SPECIAL = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def _not_regular(path: Path, st: os.stat_result) -> DataError:
-    kind = next((name for test, name in _SPECIAL if test(st.st_mode)), "a special file")
-    return DataError(f"{path}: is {kind}, not a regular file or a folder of them")
-
-
-def _input_files(path: Path) -> list[tuple[str, Path, os.stat_result]]:
-    """The regular files of ``path`` (a file, or a folder of them), by name; nothing is read.
-
-    Raises:
-        DataError: ``path`` is missing, or it or a file in it is a FIFO, a device or a socket.
-    """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file or directory") from None
-    if stat.S_ISREG(st.st_mode):
-        return [(path.name, path, st)]
-    if not stat.S_ISDIR(st.st_mode):
-        raise _not_regular(path, st)
-    files = []
-    for folder, dirs, names in os.walk(path, onerror=_raise):
-        dirs.sort()
-        for name in sorted(names):
-            file = Path(folder, name)
-            try:
-                st = os.stat(file)
-            except FileNotFoundError:
-                raise DataError(f"{file}: no such file (a broken link?)") from None
-            if not stat.S_ISREG(st.st_mode):
-                raise _not_regular(file, st)
-            files.append((file.relative_to(path).as_posix(), file, st))
-    return files
-
-
-def _raise(err: OSError) -> None:
-    raise err
-
-
-def _local_rank(trainer) -> int:
-    """This process's rank on its node: the trainer's, else the launcher's (torchrun, SLURM)."""
-    if trainer is not None:
-        return trainer.local_rank
-    for name in ("LOCAL_RANK", "SLURM_LOCALID"):
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return 0
-
-
-@contextlib.contextmanager
-def _cache_lock(root: Path, name: str):
-    """Hold the lock of cache ``name`` in ``root``; a read-only ``root`` is one ConfigError."""
-    lock = FileLock(root / f".{name}.lock")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
-    except OSError as err:
-        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise
-        raise ConfigError(
-            f"data.cache_dir: {root} holds no complete cache for these data and is not "
-            f"writable ({err.strerror}); point it at a writable folder, or set it to null"
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _write_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as one ``.npy`` per array plus ``meta.json``, as a whole folder.
-
-    Strings are stored as fixed-width unicode arrays, loadable without pickle. An array that
-    several names share (the splits' common ``seq``) is stored once.
-    """
-    with atomic_folder(folder) as tmp:
-        meta, files = {"version": CACHE_VERSION, "arrays": {}}, {}
-        for name, value in arrays.items():
-            array = np.asarray(value)
-            if array.dtype == object:
-                array = array.astype(str)
-            if id(value) not in files:
-                files[id(value)] = f"{name}.npy"
-                np.save(tmp / files[id(value)], array, allow_pickle=False)
-            meta["arrays"][name] = {"file": files[id(value)], "dtype": array.dtype.str,
-                                    "shape": list(array.shape)}
-        with open(tmp / "meta.json", "w") as fh:
-            json.dump(meta, fh)
-
-
-def _read_cache(folder: Path) -> dict[str, np.ndarray]:
-    """Open a cache folder: scalars in memory, every other array memory-mapped read-only.
-
-    Every process maps the same pages, and data larger than memory is paged in as it is read
-    (read-only maps are not charged to the memory commit limit, copy-on-write ones would be).
-    A numpy write into them raises ``ValueError: assignment destination is read-only``.
-
-    Raises:
-        DataError: A file is missing, truncated or not what ``meta.json`` lists, or the cache
-            was written by another version.
-    """
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("version") != CACHE_VERSION:
-            raise DataError(f"cache {folder} was written by another version")
-        arrays, opened = {}, {}
-        for name, info in meta["arrays"].items():
-            file = info["file"]
-            if file not in opened:
-                mode = "r" if info["shape"] else None
-                opened[file] = np.load(folder / file, mmap_mode=mode, allow_pickle=False)
-            array = opened[file]
-            if array.dtype.str != info["dtype"] or list(array.shape) != info["shape"]:
-                raise ValueError(f"{file} is not the array meta.json lists")
-            arrays[name] = array
-    except DataError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any unreadable cache is rebuilt
-        raise DataError(f"cache {folder} is unreadable ({type(err).__name__})") from err
-    return arrays

@@ -10,7 +10,7 @@ written by Spark (``dt=2026-01-01/part-00000.parquet``). ``source: impressions``
   the same time as a click does not see it), the last ``max_len`` of them; an impression with no
   earlier click keeps an empty history (a cold start). Splits are by time (``split="time"``) or
   by user (``split="user"``), and the interest graph is built from the training clicks only.
-- :func:`impressions_arrays` is what :class:`~resemb_pl.data.datamodule.CTRDataModule` caches.
+- :func:`impressions_data` is what :class:`~resemb_pl.data.datamodule.CTRDataModule` caches.
 
 Everything is vectorised numpy (sorts, cumulative click counts), so a log of tens of millions
 of impressions prepares in minutes; every step that takes a while logs its rate.
@@ -31,8 +31,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import torch
 
-from resemb_pl.data.graph import build_interest_graph
 from resemb_pl.data import protocols
+from resemb_pl.data.catalogue import Catalogue
+from resemb_pl.data.product import ProcessedData
 from resemb_pl.data.protocols import Samples, SampleSplits
 from resemb_pl.errors import ConfigError, DataError
 
@@ -605,15 +606,11 @@ def impression_samples(
                             "change data.time_fractions or data.val_from / data.test_from")
         splits.append(Samples(seq, hist_start[idx], hist_len[idx], target[idx],
                               sample_label[idx], sample_user[idx]))
-    graph_users = user[in_graph]
-    graph_starts = np.flatnonzero(np.r_[True, graph_users[1:] != graph_users[:-1]])
-    graph_lengths = np.diff(np.r_[graph_starts, len(graph_users)]) if len(graph_users) else (
-        np.zeros(0, np.int64))
     progress.step("built samples from", n, "impressions")
-    return SampleSplits(*splits, item[in_graph], graph_lengths)
+    return SampleSplits(*splits, *protocols.graph_sequences(user, item, in_graph))
 
 
-def impressions_arrays(
+def impressions_data(
     path: str | Path,
     *,
     columns: dict[str, str] | None = None,
@@ -626,13 +623,12 @@ def impressions_arrays(
     window: int = 2,
     top_k: int = 8,
     seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """Read an impression log and make its samples and interest graph, as flat arrays.
+) -> ProcessedData:
+    """Read an impression log and make its samples, interest graph and catalogue.
 
-    The arrays are those that :class:`~resemb_pl.data.datamodule.CTRDataModule` caches for every
-    source (``train_*``, ``val_*``, ``test_*`` samples, the graph, the vocabularies). The
-    arguments are those of :func:`read_impressions` and :func:`impression_samples`, plus the
-    graph's ``window`` and ``top_k``.
+    The result is what :class:`~resemb_pl.data.datamodule.CTRDataModule` caches for every
+    source. The arguments are those of :func:`read_impressions` and :func:`impression_samples`,
+    plus the graph's ``window`` and ``top_k``.
     """
     data = read_impressions(path, columns)
     splits = impression_samples(
@@ -642,26 +638,15 @@ def impressions_arrays(
     if data.num_items < top_k:
         raise DataError(f"{data.source}: {data.num_items} items is fewer than data.top_k={top_k}")
     progress = _Progress(data.source)
-    graph = build_interest_graph(
-        splits.graph_items, splits.graph_lengths, data.num_items, window, top_k
-    )
+    catalogue = Catalogue.from_vocabulary(data.item_vocab, data.item_category,
+                                          data.category_vocab, max_len=max_len)
+    processed = ProcessedData.from_splits(catalogue, splits, window, top_k)
     progress.step("built the interest graph from", len(splits.graph_items), "clicks")
     log.info(
         "%s: %s impressions of %s users and %s items; samples train %s / val %s / test %s; "
         "graph %s edges from %s training clicks",
         data.source, f"{len(data):,}", f"{data.num_users:,}", f"{data.num_items:,}",
-        *(f"{len(s):,}" for s in splits), f"{graph.edge_index.shape[1]:,}",
+        *(f"{len(s):,}" for s in splits), f"{processed.edge_index.shape[1]:,}",
         f"{len(splits.graph_items):,}",
     )
-    arrays = {
-        "num_items": np.int64(data.num_items),
-        "num_categories": np.int64(data.num_categories),
-        "item_category": data.item_category,
-        "item_vocab": data.item_vocab.astype(str),
-        "category_vocab": data.category_vocab.astype(str),
-        "edge_index": graph.edge_index.numpy(),
-        "edge_weight": graph.edge_weight.numpy(),
-    }
-    for name, samples in zip(("train", "val", "test"), splits, strict=True):
-        arrays.update(samples.to_arrays(f"{name}_"))
-    return arrays
+    return processed

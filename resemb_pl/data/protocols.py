@@ -69,7 +69,8 @@ class Samples:
 class SampleSplits:
     """Train, validation and test samples, and the training sequences the graph is built from.
 
-    Iterating yields ``train, val, test``.
+    Iterating yields ``train, val, test``. The graph sequences are ``graph_items`` cut into
+    pieces of ``graph_lengths``, one per user, the dense user of each in ``graph_users``.
     """
 
     train: Samples
@@ -77,6 +78,7 @@ class SampleSplits:
     test: Samples
     graph_items: np.ndarray
     graph_lengths: np.ndarray
+    graph_users: np.ndarray
 
     def __iter__(self):
         return iter((self.train, self.val, self.test))
@@ -85,6 +87,23 @@ class SampleSplits:
 def _user_starts(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     return starts, np.diff(np.r_[starts, len(users)])
+
+
+def graph_sequences(
+    users: np.ndarray, items: np.ndarray, in_graph: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The graph sequences of events sorted by user: items, length per user, and the user.
+
+    Args:
+        users: Dense user of each event (grouped by user).
+        items: Item of each event.
+        in_graph: Which events enter the graph.
+    """
+    graph_users = users[in_graph]
+    if not len(graph_users):
+        return items[in_graph], np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts, lengths = _user_starts(graph_users)
+    return items[in_graph], lengths.astype(np.int64), graph_users[starts].astype(np.int64)
 
 
 def sample_negatives(
@@ -245,9 +264,7 @@ def din_samples(
     else:
         raise ConfigError(f"data.split: unknown split {split!r}; choose 'last' or 'user'")
 
-    graph_users = users[in_graph]
-    graph_lengths = _user_starts(graph_users)[1] if len(graph_users) else np.zeros(0, np.int64)
-    return SampleSplits(train, val, test, items[in_graph], graph_lengths)
+    return SampleSplits(train, val, test, *graph_sequences(users, items, in_graph))
 
 
 def movielens_samples(
@@ -298,6 +315,4 @@ def movielens_samples(
     group_of = np.repeat(_split_users(rng, len(starts), user_fractions), lengths)
     train, val, test = (everything.subset(np.flatnonzero(group_of == g)) for g in range(3))
     in_graph = liked & (group_of == 0)
-    graph_users = users[in_graph]
-    graph_lengths = _user_starts(graph_users)[1] if len(graph_users) else np.zeros(0, np.int64)
-    return SampleSplits(train, val, test, items[in_graph], graph_lengths)
+    return SampleSplits(train, val, test, *graph_sequences(users, items, in_graph))

@@ -1,4 +1,4 @@
-"""Scoring requests with original item ids -> samples, with the vocabulary of a checkpoint.
+"""Scoring requests with original item ids -> samples, with the catalogue of a checkpoint.
 
 A requests file is a parquet or csv table with one candidate per row:
 
@@ -27,42 +27,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from resemb_pl.checkpoint import load_checkpoint
 from resemb_pl.data.interactions import normalize_ids
 from resemb_pl.data.protocols import Samples
-from resemb_pl.errors import CheckpointError, DataError
+from resemb_pl.errors import DataError
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("history", "item_id")
-
-
-def checkpoint_vocabulary(path: str | Path) -> dict[str, np.ndarray]:
-    """The id vocabulary and item -> category table that a ``CTRTask`` checkpoint holds.
-
-    Returns:
-        ``num_items``, ``num_categories``, ``item_category`` (``(H + 1,)``), ``item_vocab``,
-        ``category_vocab`` and ``max_len`` (the training history length, if known).
-    """
-    path = Path(path)
-    ckpt = load_checkpoint(path)
-    vocab = ckpt.get("resemb_vocab")
-    category = ckpt.get("state_dict", {}).get("item_category")
-    if vocab is None or category is None:
-        raise CheckpointError(
-            f"{path}: the checkpoint has no id vocabulary (resemb_vocab) or item_category; "
-            "retrain it with this version of resemb-pl"
-        )
-    hparams = ckpt.get("hyper_parameters", {})
-    data_hparams = ckpt.get("datamodule_hyper_parameters", {})
-    return {
-        "num_items": np.int64(hparams.get("num_items", len(vocab["items"]))),
-        "num_categories": np.int64(hparams.get("num_categories", len(vocab["categories"]))),
-        "item_category": category.numpy().astype(np.int64),
-        "item_vocab": np.asarray(vocab["items"], dtype=str),
-        "category_vocab": np.asarray(vocab["categories"], dtype=str),
-        "max_len": np.int64(data_hparams.get("max_len", 0)),
-    }
 
 
 def read_requests(
@@ -217,15 +188,3 @@ def _read_csv(path: Path) -> tuple[dict[str, pd.Series], np.ndarray, np.ndarray]
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
-
-
-def requests_arrays(path: str | Path, checkpoint: str | Path) -> dict[str, np.ndarray]:
-    """The data module's arrays for scoring ``path`` with ``checkpoint``: vocabulary and samples.
-
-    Histories are cut to the checkpoint's training ``max_len``.
-    """
-    arrays = checkpoint_vocabulary(checkpoint)
-    max_len = int(arrays.pop("max_len")) or None
-    samples, _ = read_requests(path, arrays["item_vocab"], max_len)
-    arrays.update(samples.to_arrays("predict_"))
-    return arrays

@@ -6,8 +6,10 @@
   experiment scripts and ``resemb-pl compare`` share, and :func:`fit_and_test`, one run;
 - :mod:`~resemb_pl.experiments.tables`: mean ± std per group, CSV and Markdown tables;
 - :mod:`~resemb_pl.experiments.cli`: the scripts' common arguments, set-up and error boundary;
-- :mod:`~resemb_pl.experiments.tsne`: an exact t-SNE and the k-NN label purity (Fig. 7);
-- :mod:`~resemb_pl.experiments.subset`: training on a fraction of the users (Fig. 6).
+- :mod:`~resemb_pl.experiments.tsne`: an exact t-SNE and the k-NN label purity (Fig. 7).
+
+Training on a fraction of the users (Fig. 6) is a method of the data:
+:meth:`resemb_pl.data.product.ProcessedData.restrict_training_users`.
 
 Everything is importable from the package itself.
 
@@ -46,7 +48,6 @@ from resemb_pl.experiments.registry import (
     embedding_spec,
     model_spec,
 )
-from resemb_pl.experiments.subset import SubsetDataModule, graph_from_samples
 from resemb_pl.experiments.tables import (
     METRICS,
     add_pm,
@@ -61,11 +62,11 @@ from resemb_pl.experiments.tables import (
 from resemb_pl.experiments.tsne import knn_purity, tsne
 
 __all__ = [
-    "CONVS", "EMBEDDINGS", "METRICS", "Budget", "Grid", "Setup", "SubsetDataModule",
+    "CONVS", "EMBEDDINGS", "METRICS", "Budget", "Grid", "Setup",
     "add_common_args", "add_pm", "append_command", "available_backbones", "backbone_spec",
     "cell_id", "cell_model", "check_args", "check_budget", "check_names", "compare_table",
     "conv_class", "csv_value", "dataset_name", "embedding_spec", "fit_and_test",
-    "graph_from_samples", "knn_purity", "load_data_config", "mean_std", "model_spec", "parse",
+    "knn_purity", "load_data_config", "mean_std", "model_spec", "parse",
     "pm", "run_script", "save_figure", "script_main", "script_parser", "setup", "summarize",
     "tsne", "write_table",
 ]

@@ -29,7 +29,6 @@ from resemb_pl.atomic import atomic_open
 from resemb_pl.callbacks import EmbeddingMonitor, embedding_stats, top_items
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import ConfigError
-from resemb_pl.experiments.subset import SubsetDataModule
 from resemb_pl.experiments.tables import METRICS, csv_value
 from resemb_pl.task import CTRTask
 
@@ -91,7 +90,8 @@ def fit_and_test(
         (and ``res_ratio`` for a res-embedding); ``params`` (all), ``embedding_params`` (the
         item embedding's), ``epochs``, ``steps``, ``seconds``.
     """
-    dm = SubsetDataModule(train_user_fraction=train_user_fraction, fraction_seed=seed, **data)
+    dm = CTRDataModule(**data)
+    dm.restrict_training_users(train_user_fraction, seed)
     seed_everything(seed, verbose=False)
     task = CTRTask(dm.num_items, dm.num_categories, **model)
     logger: TensorBoardLogger | bool = False

@@ -12,7 +12,7 @@ from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.data.graph import build_interest_graph
 from resemb_pl.data.impressions import (
     impression_samples,
-    impressions_arrays,
+    impressions_data,
     read_impressions,
     time_bounds,
 )
@@ -39,7 +39,7 @@ def write_log(path, rows, columns=("u", "i", "y", "t")):
 
 def samples_of(arrays, stage):
     """(user, target, label, history) of every sample of a stage, as Python values."""
-    a = {k[len(stage) + 1:]: v for k, v in arrays.items() if k.startswith(f"{stage}_")}
+    a = {k[len(stage) + 1:]: v for k, v in arrays.items() if k.startswith(f"{stage}.")}
     return [
         (int(a["user"][n]), int(a["target"][n]), float(a["label"][n]),
          tuple(a["seq"][a["hist_start"][n]: a["hist_start"][n] + a["hist_len"][n]].tolist()))
@@ -82,8 +82,8 @@ def test_hand_made_histories_ties_cold_start_and_time_split(tmp_path):
         (8, 10, 1, 6), (8, 11, 0, 9),
     ]
     path = write_log(tmp_path / "log.parquet", rows)
-    arrays = impressions_arrays(path, columns=MAPPING, max_len=2, val_from=5, test_from=8,
-                                top_k=1)
+    arrays = impressions_data(path, columns=MAPPING, max_len=2, val_from=5, test_from=8,
+                              top_k=1).to_arrays()
     log = read_impressions(path, MAPPING)
     assert in_original_ids(arrays, log, "train") == sorted([
         (7, 10, 1.0, ()), (7, 11, 1.0, (10,)), (7, 12, 0.0, (10,)), (7, 13, 0.0, (10, 11)),
@@ -116,7 +116,7 @@ def test_every_history_holds_only_strictly_earlier_clicks(tmp_path, rows, max_le
     splits = impression_samples(log, max_len=max_len, val_from=6, test_from=11)
     arrays = {}
     for name, s in zip(("train", "val", "test"), splits, strict=True):
-        arrays.update(s.to_arrays(f"{name}_"))
+        arrays.update(s.to_arrays(f"{name}."))
     expected = reference(frame, max_len, 6, 11)
     for stage in ("train", "val", "test"):
         assert in_original_ids(arrays, log, stage) == expected[stage]
@@ -136,7 +136,7 @@ def test_generated_log_histories_match_brute_force(tmp_path):
     lo, hi = time_bounds(log.time, log.time_kind)
     arrays = {}
     for name, s in zip(("train", "val", "test"), impression_samples(log, max_len=5), strict=True):
-        arrays.update(s.to_arrays(f"{name}_"))
+        arrays.update(s.to_arrays(f"{name}."))
     expected = reference(frame, 5, lo, hi)
     for stage in ("train", "val", "test"):
         assert in_original_ids(arrays, log, stage) == expected[stage]
@@ -157,7 +157,7 @@ def test_no_validation_or_test_click_is_in_the_graph(tiny_log, tmp_path):
     frame = pq.read_table(tiny_log).to_pandas()
     frame = frame.sort_values(["uid", "time_stamp", "adgroup_id", "clk"], kind="stable")
     val_from = np.sort(frame.time_stamp.to_numpy())[int(0.8 * len(frame))]
-    vocab = {v: k + 1 for k, v in enumerate(np.asarray(dm.arrays["item_vocab"]).astype(np.int64))}
+    vocab = {v: k + 1 for k, v in enumerate(np.asarray(dm.catalogue.item_vocab).astype(np.int64))}
 
     def graph_of(clicks):
         items = clicks.adgroup_id.map(vocab).to_numpy()
@@ -224,9 +224,9 @@ def test_folder_and_single_file_give_identical_samples(tiny_log, tmp_path):
     shuffled = table.take(np.random.default_rng(0).permutation(len(table)))  # any row order
     pq.write_table(shuffled, tmp_path / "one.parquet")
     shuffled.to_pandas().to_csv(tmp_path / "one.csv", index=False)
-    folder = impressions_arrays(tiny_log, columns=IMPRESSION_COLUMNS)
+    folder = impressions_data(tiny_log, columns=IMPRESSION_COLUMNS).to_arrays()
     for single in ("one.parquet", "one.csv"):
-        other = impressions_arrays(tmp_path / single, columns=IMPRESSION_COLUMNS)
+        other = impressions_data(tmp_path / single, columns=IMPRESSION_COLUMNS).to_arrays()
         assert folder.keys() == other.keys()
         for key in folder:
             np.testing.assert_array_equal(folder[key], other[key], err_msg=f"{single}: {key}")
@@ -266,8 +266,10 @@ def test_interactions_source_takes_a_column_mapping(tmp_path):
     a = CTRDataModule(source="interactions", path=str(tmp_path / "a.csv"), cache_dir=None)
     b = CTRDataModule(source="interactions", path=str(tmp_path / "b.csv"), cache_dir=None,
                       columns={"user_id": "member", "item_id": "sku", "timestamp": "ts"})
-    for key in a.arrays:
-        np.testing.assert_array_equal(a.arrays[key], b.arrays[key])
+    arrays_a, arrays_b = a.processed.to_arrays(), b.processed.to_arrays()
+    assert arrays_a.keys() == arrays_b.keys()
+    for key in arrays_a:
+        np.testing.assert_array_equal(arrays_a[key], arrays_b[key])
     c = CTRDataModule(source="interactions", path=str(tmp_path / "b.csv"), cache_dir=None,
                       columns={"user_id": "member", "item_id": "item"})
     with pytest.raises(DataError, match=r"b\.csv: missing column\(s\) 'item' "
@@ -296,7 +298,7 @@ def test_sample_negatives_for_a_log_of_clicks(tmp_path):
 
 
 def test_interrupted_preparation_leaves_no_cache(tiny_log, tmp_path, monkeypatch):
-    import resemb_pl.data.impressions as impressions
+    import resemb_pl.data.product as product
 
     cache = tmp_path / "cache"
 
@@ -307,7 +309,7 @@ def test_interrupted_preparation_leaves_no_cache(tiny_log, tmp_path, monkeypatch
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(impressions, "build_interest_graph", interrupted)
+    monkeypatch.setattr(product, "build_interest_graph", interrupted)
     with pytest.raises(KeyboardInterrupt):
         make().prepare_data()
     monkeypatch.undo()

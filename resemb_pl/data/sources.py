@@ -66,6 +66,8 @@ _READERS: dict[str, Reader] = {
     "movielens": _official("movielens"),
 }
 
+_BUILT_IN = frozenset(_READERS) | frozenset(SPECIAL_SOURCES)
+
 
 def register_source(name: str, reader: Reader) -> None:
     """Make ``reader`` the source ``name`` of :class:`~resemb_pl.data.datamodule.CTRDataModule`.
@@ -76,9 +78,16 @@ def register_source(name: str, reader: Reader) -> None:
             ...); returns the canonical interactions table (see
             :func:`~resemb_pl.data.interactions.canonicalize`).
     """
-    if name in SPECIAL_SOURCES:
-        raise ValueError(f"source {name!r} is built in and not a reader")
+    if name in _BUILT_IN:
+        raise ValueError(f"source {name!r} is built in")
     _READERS[name] = reader
+
+
+def unregister_source(name: str) -> None:
+    """Forget a source added with :func:`register_source` (the built-ins stay)."""
+    if name in _BUILT_IN:
+        raise ValueError(f"source {name!r} is built in")
+    _READERS.pop(name, None)
 
 
 def source_names() -> list[str]:

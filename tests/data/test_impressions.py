@@ -240,7 +240,7 @@ def test_spark_markers_are_skipped_and_only_mapped_columns_are_read(tiny_log, tm
     shutil.copytree(tiny_log, folder)
     (folder / "_SUCCESS").write_text("")
     (folder / "dt=2026-01-01" / ".part-00000.parquet.crc").write_bytes(b"\x00crc")
-    import resemb_pl.data.impressions as impressions
+    import resemb_pl.data.impression_log as impressions
 
     read, real = [], impressions._dataset
 

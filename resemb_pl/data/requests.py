@@ -14,6 +14,12 @@ null candidate is an error naming its row. An id the model has never seen become
 id 0 (a history position that the model ignores, or a candidate scored with a zero item
 embedding); such ids are counted and reported in one log line. Histories may be empty (new
 users); a file with no rows gives no samples.
+
+The ids are those of the scoring model's :class:`~resemb_pl.data.catalogue.Catalogue`, read
+from its checkpoint; ``resemb-pl predict`` hands it to the data module, and in Python::
+
+    dm = CTRDataModule(source="requests", path="requests.parquet")
+    dm.use_catalogue(Catalogue.from_checkpoint(load_checkpoint("model.ckpt")))
 """
 
 from __future__ import annotations

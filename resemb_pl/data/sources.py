@@ -18,6 +18,7 @@ name:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -95,11 +96,35 @@ def source_names() -> list[str]:
     return [*_READERS, *SPECIAL_SOURCES]
 
 
+def _import_reader(name: str) -> Reader:
+    """The reader named ``package.module:function``, imported and registered under ``name``."""
+    module_name, _, attr = name.partition(":")
+    try:
+        reader = getattr(importlib.import_module(module_name), attr)
+    except ImportError as err:
+        raise ConfigError(f"data.source: cannot import module {module_name!r} of {name!r} "
+                          f"({err})") from None
+    except AttributeError:
+        raise ConfigError(f"data.source: module {module_name!r} has no {attr!r}") from None
+    if not callable(reader):
+        raise ConfigError(f"data.source: {name!r} is not a function")
+    _READERS[name] = reader
+    return reader
+
+
 def check_source(name: str) -> None:
-    """Refuse an unknown ``data.source`` in one line listing the known ones."""
-    if name not in _READERS and name not in SPECIAL_SOURCES:
-        raise ConfigError(f"data.source: unknown source {name!r}; choose from "
-                          f"{', '.join(source_names())}")
+    """Refuse an unknown ``data.source`` in one line listing the known ones.
+
+    Besides the registered names, ``package.module:function`` names a reader that is imported
+    on first use (so the command line reaches a user's reader without registering it).
+    """
+    if name in _READERS or name in SPECIAL_SOURCES:
+        return
+    if isinstance(name, str) and name.count(":") == 1 and all(name.split(":")):
+        _import_reader(name)
+        return
+    raise ConfigError(f"data.source: unknown source {name!r}; choose from "
+                      f"{', '.join(source_names())} or name a reader as package.module:function")
 
 
 def download(h: Mapping[str, Any]) -> None:
@@ -125,7 +150,7 @@ def download(h: Mapping[str, Any]) -> None:
 
 def read_interactions(h: Mapping[str, Any]) -> Interactions:
     """Read source ``h["source"]`` into the canonical table."""
-    check_source(h["source"])
+    check_source(h["source"])  # imports a package.module:function reader in a fresh process
     if h["source"] in SPECIAL_SOURCES:
         raise ConfigError(f"data.source: {h['source']!r} has no interactions table")
     return _READERS[h["source"]](h)

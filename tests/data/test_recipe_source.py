@@ -71,3 +71,27 @@ def test_unknown_and_built_in_source_names(toy_source):
         CTRDataModule(source="toy", path="x")
     with pytest.raises(ValueError, match="source 'synthetic' is built in"):
         register_source("synthetic", read_toy_log)
+
+
+def test_the_command_line_reaches_a_reader_by_module_and_function(tmp_path, monkeypatch, capsys):
+    from resemb_pl.cli import main
+
+    path = write_log(tmp_path / "clicks.jsonl")
+    monkeypatch.chdir(tmp_path)
+    source = f"{read_toy_log.__module__}:read_toy_log"  # this module, not registered
+    main(["fit", "--data.source", source, "--data.path", str(path), "--data.top_k", "2",
+          "--data.batch_size", "8", f"--data.cache_dir={tmp_path / 'cache'}",
+          "--model.embedding_dim", "4", "--trainer.max_steps", "1",
+          "--trainer.limit_val_batches", "1", "--trainer.logger", "false",
+          "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
+          "--trainer.enable_model_summary", "false"])
+    assert any(p.is_dir() and p.name.startswith(source) for p in (tmp_path / "cache").iterdir())
+    for bad, why in ((f"{read_toy_log.__module__}:nothing_here", "has no 'nothing_here'"),
+                     ("no_such_module_xyz:read", "cannot import module 'no_such_module_xyz'")):
+        with pytest.raises(SystemExit) as exc:
+            main(["fit", "--data.source", bad, "--data.path", str(path),
+                  f"--data.cache_dir={tmp_path / 'cache'}"])
+        assert exc.value.code == 2
+        err = [line for line in capsys.readouterr().err.splitlines()
+               if line.startswith("resemb-pl: error")]
+        assert len(err) == 1 and why in err[0], err

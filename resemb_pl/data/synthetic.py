@@ -29,8 +29,8 @@ from resemb_pl.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
-    """Parameters of the interest-delay generator.
+class Population:
+    """The users, items and interests that both modes of the generator draw from.
 
     Args:
         num_users: Number of users.
@@ -38,10 +38,6 @@ class SyntheticConfig:
         num_domains: Number of interest domains ``Nz``.
         num_categories: Number of visible categories (groups of domains).
         interests_per_user: Size of each user's interest set.
-        min_periods: Fewest periods per user.
-        max_periods: Most periods per user (uniform between the two).
-        period_len: Clicks per period ``T``.
-        zipf: Exponent of item popularity within a domain and of domain popularity.
     """
 
     num_users: int
@@ -49,6 +45,19 @@ class SyntheticConfig:
     num_domains: int
     num_categories: int
     interests_per_user: int = 2
+
+
+@dataclass(frozen=True)
+class SyntheticConfig(Population):
+    """Parameters of the interest-delay generator: the :class:`Population` fields, then
+
+    Args:
+        min_periods: Fewest periods per user.
+        max_periods: Most periods per user (uniform between the two).
+        period_len: Clicks per period ``T``.
+        zipf: Exponent of item popularity within a domain and of domain popularity.
+    """
+
     min_periods: int = 1
     max_periods: int = 4
     period_len: int = 4
@@ -127,7 +136,8 @@ def generate(config: SyntheticConfig | str, seed: int = 0) -> Interactions:
     """
     if isinstance(config, str):
         if config not in PRESETS:
-            raise ConfigError(f"data.preset: unknown preset {config!r}; choose from {sorted(PRESETS)}")
+            raise ConfigError(f"data.preset: unknown preset {config!r}; choose from "
+                              f"{sorted(PRESETS)}")
         config = PRESETS[config]
     c = config
     if c.num_domains > c.num_items or c.num_categories > c.num_domains:
@@ -172,32 +182,35 @@ def generate(config: SyntheticConfig | str, seed: int = 0) -> Interactions:
         frame=frame,
         user_vocab=np.asarray(user_vocab),
         item_vocab=np.arange(1, c.num_items + 1),
-        category_vocab=np.array([f"category_{i}" for i in range(1, c.num_categories + 1)], dtype=object),
+        category_vocab=np.array([f"category_{i}" for i in range(1, c.num_categories + 1)],
+                                dtype=object),
         item_domain=item_domain,
         catalogue_category=np.r_[0, category_of_domain[item_domain[1:]]],
         source=f"synthetic:{asdict(c)}:seed={seed}",
     )
 
 
-
 # -- impression logs: resemb_pl.data.synthetic_impressions ------------------------------------
-from resemb_pl.data.synthetic_impressions import (  # noqa: E402 - after _Catalogue, which it uses
-    CATEGORY_ID_OFFSET,
-    IMPRESSION_COLUMNS,
-    IMPRESSION_PRESETS,
-    ITEM_ID_OFFSET,
-    START_TIME,
-    USER_ID_OFFSET,
-    ImpressionsConfig,
-    generate_impressions,
-    main,
-    write_impressions,
-)
+# Its names are re-exported here lazily (PEP 562): that module builds on Population and
+# _Catalogue above, so it imports this one, not the other way round.
+_IMPRESSION_NAMES = frozenset({
+    "CATEGORY_ID_OFFSET", "IMPRESSION_COLUMNS", "IMPRESSION_PRESETS", "ITEM_ID_OFFSET",
+    "START_TIME", "USER_ID_OFFSET", "ImpressionsConfig", "generate_impressions", "main",
+    "write_impressions",
+})
 
-__all__ = ["CATEGORY_ID_OFFSET", "IMPRESSION_COLUMNS", "IMPRESSION_PRESETS", "ITEM_ID_OFFSET",
-           "PRESETS", "START_TIME", "USER_ID_OFFSET", "ImpressionsConfig", "SyntheticConfig",
-           "generate", "generate_impressions", "main", "write_impressions"]
+__all__ = ["PRESETS", "Population", "SyntheticConfig", "generate", *sorted(_IMPRESSION_NAMES)]
+
+
+def __getattr__(name: str):
+    if name in _IMPRESSION_NAMES:
+        from resemb_pl.data import synthetic_impressions
+
+        return getattr(synthetic_impressions, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":
+    from resemb_pl.data.synthetic_impressions import main
+
     raise SystemExit(main())

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from resemb_pl.atomic import atomic_folder
+from resemb_pl.data.synthetic import Population, _Catalogue
 from resemb_pl.errors import ConfigError, ResembError
 
 # -- impression logs -----------------------------------------------------------------------------
@@ -37,7 +38,7 @@ IMPRESSION_COLUMNS = {
 
 
 @dataclass(frozen=True)
-class ImpressionsConfig:
+class ImpressionsConfig(Population):
     """Parameters of the impression-log mode of the interest-delay generator.
 
     A user browses in sessions at random times over ``days`` days. Each session is driven by one
@@ -48,12 +49,7 @@ class ImpressionsConfig:
     click probability is ``ctr_session``, ``ctr_interest`` or ``ctr_other`` by the same three
     cases, times a per-item appeal (log-normal, median 1).
 
-    Args:
-        num_users: Number of users.
-        num_items: Number of items ``H``.
-        num_domains: Number of interest domains ``Nz``.
-        num_categories: Number of visible categories (groups of domains).
-        interests_per_user: Size of each user's interest set.
+    Args (after the :class:`~resemb_pl.data.synthetic.Population` fields):
         min_sessions: Fewest sessions per user.
         max_sessions: Most sessions per user (uniform between the two).
         pages_per_session: Pages shown in a session, 30 seconds apart.
@@ -67,11 +63,6 @@ class ImpressionsConfig:
         zipf: Exponent of item popularity within a domain and of domain popularity.
     """
 
-    num_users: int
-    num_items: int
-    num_domains: int
-    num_categories: int
-    interests_per_user: int = 2
     min_sessions: int = 2
     max_sessions: int = 6
     pages_per_session: int = 3
@@ -128,7 +119,6 @@ def generate_impressions(
         raise ConfigError("synthetic config needs num_categories <= num_domains <= num_items")
     if not (c.p_session >= 0 and c.p_interest >= 0 and c.p_session + c.p_interest <= 1):
         raise ConfigError("synthetic config needs p_session, p_interest >= 0 and their sum <= 1")
-    from resemb_pl.data.synthetic import _Catalogue  # shared with the sequence generator
 
     rng = np.random.default_rng(seed)
     cat = _Catalogue.draw(rng, c.num_items, c.num_domains, c.zipf)

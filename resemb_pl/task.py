@@ -108,6 +108,35 @@ def check_optimizer(
         raise ConfigError(f"{key}: {one_line(err)}") from None
 
 
+def check_sparse_strategy(sparse_embeddings: bool, world_size: int, backend: str | None,
+                          rank: int = 0) -> None:
+    """Refuse sparse embeddings where data-parallel training cannot reduce their gradients.
+
+    NCCL, the backend of DDP on GPUs, has no all-reduce of sparse tensors, so the first
+    backward of ``sparse_embeddings`` under it would fail inside DDP's reducer. Gloo (DDP on
+    CPUs) reduces them. Called from :meth:`CTRTask.setup` before the model is wrapped; rank 0
+    says why and the other ranks leave without repeating it.
+
+    Args:
+        sparse_embeddings: The task's ``sparse_embeddings``.
+        world_size: Number of processes training together.
+        backend: The process group's backend (``"nccl"``, ``"gloo"``) or ``None``.
+        rank: This process's global rank.
+
+    Raises:
+        ConfigError: Naming ``model.sparse_embeddings``, on rank 0.
+        SystemExit: With code 2, on the other ranks.
+    """
+    if not sparse_embeddings or world_size < 2 or backend is None or "nccl" not in backend:
+        return
+    if rank != 0:
+        raise SystemExit(2)
+    raise ConfigError(
+        f"model.sparse_embeddings: NCCL (DDP on {world_size} GPUs) cannot all-reduce sparse "
+        "gradients; set model.sparse_embeddings=false (dense gradients) or train on one device"
+    )
+
+
 class CTRTask(LightningModule):
     """Binary cross-entropy plus the embedding's regulariser, with AUC, GAUC and logloss.
 
@@ -232,6 +261,11 @@ class CTRTask(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler(optimizer)}
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self._trainer is not None:
+            trainer = self._trainer
+            check_sparse_strategy(self.hparams.get("sparse_embeddings", False), trainer.world_size,
+                                  getattr(trainer.strategy, "process_group_backend", None),
+                                  trainer.global_rank)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if isinstance(datamodule, CTRDataModule):
             train = datamodule.samples("train") if stage == "fit" else None
@@ -323,4 +357,4 @@ class CTRTask(LightningModule):
 
 
 __all__ = ["HPARAMS_METRICS", "CTRTask", "SparseDenseOptimizer", "check_optimizer",
-           "readable_hparams"]
+           "check_sparse_strategy", "readable_hparams"]

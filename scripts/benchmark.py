@@ -3,6 +3,7 @@
     python scripts/benchmark.py                    # 63k, 368k, 1M and 10M items
     python scripts/benchmark.py --quick            # 63k and 368k, fewer steps, no books preset
     python scripts/benchmark.py --items 1000000 10000000 --steps 40 --device cuda
+    python scripts/benchmark.py --end-to-end --steps 100 --out reports/throughput/end_to_end.txt
 
 Parts:
 
@@ -30,6 +31,19 @@ Parts:
    385k random samples of 2 per user, as in the Electronics test set.
 4. Peak memory: the process's maximal resident set size, and CUDA's peak allocation on a GPU.
 
+``--end-to-end`` replaces the parts above by the CLI's own training loop: for each data set
+(``--data``: Amazon Sports through ``configs/data/amazon_sports.yaml`` when ``../shared/data``
+has it, else the ``small`` synthetic preset, said in the table; the ``books`` preset, 367,984
+items; the ``electronics`` preset, 63,001 items), ``ResembCLI`` builds the data module, the task
+(``configs/model/din_plain.yaml``, ``din_gcn.yaml``, ``din_att.yaml``: the default config, dense
+gradients and ``propagation: auto``) and the Trainer from the same files and options as
+``resemb-pl fit``, without validation, logger and checkpoints, and ``Trainer.fit`` runs
+``--warmup`` + ``--steps`` batches. Samples/s counts the samples of the batches after the
+warm-up over the time from the end of the last warm-up batch to the end of the last batch, data
+loading included. The three models run one after another, ``--repeats`` rounds, the order
+reversed every other round; the ratio is the median over rounds of the res-embedding's time per
+sample over plain's in the same round.
+
 Tables of millions of rows are read at random rows; with 4 KiB pages nearly every row read also
 misses the TLB, and more so the larger the table. PyTorch's CPU allocator backs large tensors
 with transparent huge pages when ``THP_MEM_ALLOC_ENABLE=1``; this script sets it unless the
@@ -42,10 +56,14 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import logging
 import os
 import resource
 import statistics
+import sys
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -53,12 +71,16 @@ import numpy as np
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from lightning.pytorch import Callback  # noqa: E402
 from torch_geometric.data import Data  # noqa: E402
 from torchmetrics.classification import BinaryAUROC  # noqa: E402
 
+from resemb_pl.atomic import atomic_open  # noqa: E402
 from resemb_pl.boundary import ArgumentParser, command_boundary  # noqa: E402
+from resemb_pl.data.datamodule import CTRDataModule  # noqa: E402
 from resemb_pl.data.graph import build_interest_graph  # noqa: E402
 from resemb_pl.data.synthetic import generate  # noqa: E402
+from resemb_pl.errors import ConfigError, ResembError  # noqa: E402
 from resemb_pl.experiments.registry import CONVS as SHORT_NAMES  # noqa: E402
 from resemb_pl.experiments.registry import conv_class  # noqa: E402
 from resemb_pl.metrics import GroupAUC  # noqa: E402
@@ -352,12 +374,135 @@ def bench_metrics(num_samples: int, device: torch.device) -> None:
           f"{statistics.median(times):.3f} s (median of 3)", flush=True)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+SPORTS = ROOT.parent / "shared" / "data" / "amazon-sports-5core-seq"
+#: The end-to-end models, by their names in the table: configs/model/ files.
+E2E_MODELS = {"plain": "din_plain.yaml", "GCN": "din_gcn.yaml", "ATT": "din_att.yaml"}
+E2E_DATA = ("sports", "books", "electronics", "tiny")
+
+
+def e2e_data_args(name: str) -> tuple[str, list[str]]:
+    """The label and the ``--data`` options of an end-to-end data set."""
+    if name == "sports":
+        if SPORTS.is_dir():
+            return "Amazon Sports", [f"--data={ROOT / 'configs' / 'data' / 'amazon_sports.yaml'}",
+                                     f"--data.path={SPORTS}"]
+        return "small preset (no ../shared/data Sports)", ["--data.source=synthetic",
+                                                           "--data.preset=small"]
+    return f"{name} preset", ["--data.source=synthetic", f"--data.preset={name}"]
+
+
+class ThroughputMeter(Callback):
+    """The end time and the size of every training batch (CUDA synchronised)."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+        self.sizes: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        sync(pl_module.device)
+        self.ends.append(time.perf_counter())
+        self.sizes.append(int(batch["label"].numel()))
+
+    def samples_per_second(self, warmup: int) -> float:
+        first = max(warmup, 1)  # the clock starts at the end of a batch
+        if len(self.ends) <= first:
+            raise ResembError(f"end-to-end: only {len(self.ends)} training batches ran")
+        return sum(self.sizes[first:]) / (self.ends[-1] - self.ends[first - 1])
+
+
+def e2e_run(model: str, data_args: list[str], args: argparse.Namespace) -> tuple[float, dict]:
+    """Samples/s of one ``resemb-pl fit``-built run, and its data module's counts."""
+    from resemb_pl.cli import ResembCLI
+
+    meter = ThroughputMeter()
+    options = [
+        f"--model={ROOT / 'configs' / 'model' / E2E_MODELS[model]}", *data_args,
+        f"--data.cache_dir={args.cache_dir}", "--seed_everything=0",
+        f"--trainer.accelerator={'gpu' if args.device.startswith('cuda') else 'cpu'}",
+        "--trainer.devices=1", "--trainer.max_epochs=-1",
+        f"--trainer.max_steps={args.warmup + args.steps}", "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0", "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    if args.batch_size is not None:
+        options.append(f"--data.batch_size={args.batch_size}")
+    with warnings.catch_warnings():
+        # ResembCLI reads ``options``, not this script's own command line.
+        warnings.filterwarnings("ignore", message=".*args parameter is intended")
+        cli = ResembCLI(CTRTask, CTRDataModule, auto_configure_optimizers=False, run=False,
+                        save_config_callback=None, trainer_defaults={"callbacks": [meter]},
+                        parser_kwargs={"exit_on_error": False}, args=options)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    dm = cli.datamodule
+    counts = {"items": dm.num_items, "train": len(dm.datasets["train"]),
+              "batch": dm.hparams.batch_size}
+    return meter.samples_per_second(args.warmup), counts
+
+
+def bench_end_to_end(args: argparse.Namespace) -> list[dict]:
+    """One row per data set: samples/s of each model (median over rounds) and the ratios."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    rows = []
+    for name in args.data:
+        label, data_args = e2e_data_args(name)
+        speeds: dict[str, list[float]] = {m: [] for m in E2E_MODELS}
+        for round_ in range(args.repeats):
+            order = list(E2E_MODELS) if round_ % 2 == 0 else list(reversed(E2E_MODELS))
+            for model in order:
+                speed, counts = e2e_run(model, data_args, args)
+                speeds[model].append(speed)
+        row = {"data": label, **counts}
+        for model, values in speeds.items():
+            row[model] = statistics.median(values)
+            if model != "plain":
+                row[f"{model}/plain"] = statistics.median(
+                    p / r for p, r in zip(speeds["plain"], values, strict=True))
+        rows.append(row)
+    return rows
+
+
+def format_end_to_end(rows: list[dict], args: argparse.Namespace) -> str:
+    """The end-to-end table, one line per data set, with a header of what was run."""
+    lines = [f"end to end: resemb-pl fit's loop (ResembCLI + Trainer.fit), device {args.device}, "
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads; configs/model/"
+             f"din_{{plain,gcn,att}}.yaml (dense gradients, propagation auto); {args.warmup} "
+             f"warm-up + {args.steps} timed batches per run, {args.repeats} round(s) "
+             "(order reversed every other round), medians",
+             "columns: training samples/s (data loading included); res/plain: time per sample "
+             "of the res-embedding over plain's, median of the rounds' ratios", ""]
+    head = f"{'data':<42} {'items':>9} {'train':>10} {'batch':>5} {'plain /s':>9}"
+    for model in list(E2E_MODELS)[1:]:
+        head += f" {model + ' /s':>9} {model + '/plain':>10}"
+    lines.append(head)
+    for row in rows:
+        line = (f"{row['data']:<42} {row['items']:>9,} {row['train']:>10,} {row['batch']:>5} "
+                f"{row['plain']:>9.0f}")
+        for model in list(E2E_MODELS)[1:]:
+            line += f" {row[model]:>9.0f} {row[model + '/plain']:>10.2f}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def end_to_end(args: argparse.Namespace) -> None:
+    if args.steps < 1 or args.warmup < 0 or args.repeats < 1:
+        raise ConfigError("--steps and --repeats must be >= 1 and --warmup >= 0")
+    text = format_end_to_end(bench_end_to_end(args), args)
+    print(text, end="", flush=True)
+    if args.out:
+        with atomic_open(args.out, "w") as fh:
+            fh.write(f"$ python scripts/benchmark.py {' '.join(args.argv)}\n{text}")
+        print(f"wrote {args.out}")
+
+
 def maxrss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 @command_boundary("benchmark")
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, nargs="+",
                         default=[63_001, 367_984, 1_000_000, 10_000_000])
@@ -376,7 +521,28 @@ def main() -> None:
                         "(CTRTask(fused_sparse_step=True)); the first step compiles")
     parser.add_argument("--quick", action="store_true",
                         help="63k and 368k items, 15 steps, the electronics preset only")
-    args = parser.parse_args()
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="the CLI's training loop (Trainer.fit) instead of the micro step: "
+                        "samples/s of plain, GCN and ATT DIN and the res/plain ratios")
+    parser.add_argument("--data", nargs="+", choices=E2E_DATA,
+                        default=["sports", "books", "electronics"],
+                        help="--end-to-end: the data sets (sports: ../shared/data's Amazon "
+                        "Sports, else the small preset)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="--end-to-end: rounds of the three models")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="--end-to-end: data.batch_size (default: the data config's)")
+    parser.add_argument("--cache-dir", default=".cache/resemb_pl",
+                        help="--end-to-end: data.cache_dir")
+    parser.add_argument("--out", default=None, help="--end-to-end: also write the table here")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.end_to_end:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        end_to_end(args)
+        return
     if args.quick:
         args.items, args.steps, args.presets = [63_001, 367_984], 15, ["electronics"]
     device = torch.device(args.device)

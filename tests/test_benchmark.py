@@ -65,3 +65,43 @@ def test_benchmark_times_the_registry_res_embeddings(bench):
     task = bench.make_task(20, "GCN", torch.device("cpu"), fused=False)
     assert [type(m).__name__ for m in task.modules() if "Conv" in type(m).__name__] == [
         "GCNNormConv"]
+
+
+def test_end_to_end_mode_tables_plain_gcn_and_att(bench, tmp_path, capsys):
+    from resemb_pl.data.datamodule import CTRDataModule
+
+    out = tmp_path / "reports" / "end_to_end.txt"
+    argv = ["--end-to-end", "--data", "tiny", "--steps", "2", "--warmup", "1", "--repeats", "1",
+            "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    bench.main(argv)
+    printed = capsys.readouterr().out
+    text = out.read_text()
+    assert text.startswith("$ python scripts/benchmark.py --end-to-end --data tiny")
+    lines = text.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("data ")))
+    assert lines[header].split() == ["data", "items", "train", "batch", "plain", "/s", "GCN",
+                                     "/s", "GCN/plain", "ATT", "/s", "ATT/plain"]
+    rows = lines[header + 1:]
+    assert len(rows) == 1
+    assert rows[0] in printed
+    cells = rows[0].split()
+    assert cells[:2] == ["tiny", "preset"]
+    dm = CTRDataModule(preset="tiny", cache_dir=str(tmp_path / "cache"))
+    dm.setup("fit")
+    assert cells[2:5] == [f"{dm.num_items:,}", f"{len(dm.datasets['train']):,}", "128"]
+    plain, gcn, gcn_ratio, att, att_ratio = map(float, cells[5:])
+    assert min(plain, gcn, att) > 0
+    # One round: each ratio is plain's samples/s over the res-embedding's.
+    assert gcn_ratio == pytest.approx(plain / gcn, rel=0.02, abs=0.01)
+    assert att_ratio == pytest.approx(plain / att, rel=0.02, abs=0.01)
+
+
+def test_end_to_end_meter_counts_the_batches_after_the_warm_up(bench):
+    meter = bench.ThroughputMeter()
+    meter.ends, meter.sizes = [1.0, 2.0, 4.0, 5.0], [10, 20, 30, 40]
+    assert meter.samples_per_second(2) == pytest.approx((30 + 40) / (5.0 - 2.0))
+    assert meter.samples_per_second(0) == pytest.approx((20 + 30 + 40) / (5.0 - 1.0))
+    from resemb_pl.errors import ResembError
+
+    with pytest.raises(ResembError, match="only 4 training batches ran"):
+        meter.samples_per_second(4)

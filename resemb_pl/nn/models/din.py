@@ -25,6 +25,10 @@ class DIN(CTRBackbone):
         hidden: Hidden widths of the MLP (paper: 200-80-1).
         act: ``"prelu"`` or ``"dice"`` in the MLP (the activation unit uses PReLU).
         dropout: Dropout in the MLP.
+        jagged: Whether the activation unit scores only the valid history positions
+            (``True``), all of them (``False``) or picks per batch (``None``, default: jagged
+            when few are valid); both give the same numbers, see
+            :class:`~resemb_pl.nn.layers.LocalActivationUnit`.
 
     Example::
 
@@ -40,9 +44,10 @@ class DIN(CTRBackbone):
         hidden: Sequence[int] = (200, 80),
         act: Activation = "prelu",
         dropout: float = 0.0,
+        jagged: bool | None = None,
     ) -> None:
         super().__init__(embedding, num_categories)
-        self.attention = LocalActivationUnit(self.dim, attention_hidden, "prelu")
+        self.attention = LocalActivationUnit(self.dim, attention_hidden, "prelu", jagged)
         self.mlp = MLP(3 * self.dim, hidden, 1, act, dropout)
 
     def score(self, hist: Tensor, target: Tensor, mask: Tensor) -> Tensor:

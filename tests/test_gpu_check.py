@@ -1,6 +1,8 @@
-"""scripts/gpu_check.sh (syntax, and its CPU-runnable parts) and the refusal of sparse
-embeddings under NCCL, which the GPU check would otherwise meet in its DDP run."""
+"""scripts/gpu_check.sh (its syntax; `bash scripts/gpu_check.sh --cpu` runs its cases on the CPU,
+about 2 minutes, so no test runs it) and the refusal of sparse embeddings under NCCL."""
 
+import shutil
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,3 +50,10 @@ def test_task_setup_checks_the_trainers_strategy(monkeypatch):
     monkeypatch.setattr(task, "_log_readable_hparams", lambda: None)
     task.setup("fit")  # accepted
 
+
+
+def test_gpu_check_script_parses():
+    bash = shutil.which("bash")
+    assert bash is not None
+    result = subprocess.run([bash, "-n", str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

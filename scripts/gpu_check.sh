@@ -97,7 +97,8 @@ fi
 FIT=(resemb-pl fit --config configs/quickstart.yaml "${ACCEL[@]}" --data.preset "$PRESET"
      --data.batch_size "$BATCH" --data.cache_dir "$WORK/cache" --trainer.max_epochs 1
      --trainer.limit_train_batches "$STEPS" --trainer.limit_val_batches 2
-     --trainer.enable_progress_bar false --trainer.enable_model_summary false)
+     --trainer.enable_progress_bar false --trainer.enable_model_summary false
+     --trainer.default_root_dir "$WORK")  # config.yaml of a logger-less run goes there
 SAMPLES=$((STEPS * BATCH))
 
 case_ quickstart "$SAMPLES" 0 "${FIT[@]}" --trainer.logger.init_args.save_dir "$WORK/runs"
@@ -112,7 +113,8 @@ DDP=(resemb-pl fit --config configs/default.yaml --trainer "$DDP_TRAINER"
      --data.preset "$PRESET" --data.batch_size "$BATCH" --data.cache_dir "$WORK/cache"
      --trainer.max_epochs 1 --trainer.limit_train_batches "$STEPS" --trainer.limit_val_batches 2
      --trainer.logger false --trainer.callbacks '[]' --trainer.enable_checkpointing false
-     --trainer.enable_progress_bar false --trainer.enable_model_summary false)
+     --trainer.enable_progress_bar false --trainer.enable_model_summary false
+     --trainer.default_root_dir "$WORK")
 case_ "ddp_${GPUS}x" $((SAMPLES * GPUS)) 0 "${DDP[@]}"
 if [ "$MODE" = gpu ] && [ "$GPUS" -gt 1 ]; then
   # NCCL cannot all-reduce sparse gradients: refused in one line before training.

@@ -1,5 +1,6 @@
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +43,19 @@ def _requests(dm: CTRDataModule) -> pd.DataFrame:
     })
 
 
-def test_predict_from_checkpoint_alone_equals_test(trained, monkeypatch):
-    root, alone, cache = trained
+def test_predict_from_checkpoint_alone_equals_test(trained, tmp_path, monkeypatch):
+    root, shared, cache = trained
+    # A new user's folder of its own (other tests write beside the shared checkpoint, in any
+    # order): the checkpoint and a requests file, nothing else.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(shared / "model.ckpt", alone / "model.ckpt")
     ckpt = torch.load(alone / "model.ckpt", weights_only=True)
     hparams = {k: v for k, v in ckpt["datamodule_hyper_parameters"].items() if k[0] != "_"}
     dm = CTRDataModule(**hparams | {"cache_dir": cache})
     _requests(dm).to_parquet(alone / "requests.parquet")
     monkeypatch.setattr("sys.argv", ["resemb-pl"])
 
-    # A new user's folder: the checkpoint and a requests file, nothing else.
     monkeypatch.chdir(alone)
     assert sorted(p.name for p in alone.iterdir()) == ["model.ckpt", "requests.parquet"]
     main(["predict", "--ckpt_path=model.ckpt", "--data.path=requests.parquet", *QUIET])

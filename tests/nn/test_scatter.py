@@ -2,8 +2,8 @@
 
 CI installs the ``scatter`` extra, so these run there. On a CPU, PyG 2.8 calls torch-scatter only
 for segment reductions over a row pointer, which our layers get from a target-sorted
-``EdgeIndex`` (DotAttentionConv's softmax); the plain ``edge_index`` path and the res-embedding
-step never call it (README, "torch-scatter"; ``scripts/bench_scatter.py`` times both).
+``EdgeIndex`` or a CSR adjacency (DotAttentionConv's softmax, also in the res-embedding step);
+the plain ``edge_index`` path and the other layers never call it (README, "torch-scatter"; ``scripts/bench_scatter.py`` times both).
 """
 
 import functools
@@ -80,12 +80,24 @@ def test_torch_scatter_path_equals_pure_torch(conv, sorted_index, monkeypatch, s
 
 
 @pytest.mark.parametrize("conv", CONVS)
-def test_res_embedding_step_never_calls_torch_scatter(conv, scatter_calls):
+def test_res_embedding_step_with_and_without_torch_scatter(conv, scatter_calls, monkeypatch):
     items = torch.randint(1, 41, (400,))
     graph = build_interest_graph(items, torch.full((40,), 10), num_items=40)
     emb = ResEmbedding(40, 8, conv=conv)
     emb.set_graph(graph)
     ids = torch.randint(0, 41, (16, 6))
-    (emb(ids).pow(2).sum() + emb.central_table().pow(2).sum()).backward()
-    assert emb.basis.weight.grad.abs().sum() > 0
+
+    def step():
+        emb.zero_grad()
+        (emb(ids).pow(2).sum() + emb.central_table().pow(2).sum()).backward()
+        return emb.basis.weight.grad.clone()
+
+    with_scatter = step()
+    assert with_scatter.abs().sum() > 0
+    # Only the fused attention's softmax reduces segments (over the CSR row pointer).
+    assert set(scatter_calls) == ({"segment_csr"} if conv is DotAttentionConv else set())
+    monkeypatch.setattr(torch_geometric.typing, "WITH_TORCH_SCATTER", False)
+    scatter_calls.clear()
+    without = step()
     assert scatter_calls == []
+    torch.testing.assert_close(with_scatter, without, atol=1e-6, rtol=1e-5)

@@ -1,8 +1,18 @@
 import pytest
 import torch
 
-from resemb_pl.nn.conv import GCNNormConv, MeanConv
-from resemb_pl.nn.conv.spmm import _compiled_scatter_messages, compiled_scatter, spmm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv
+from resemb_pl.nn.conv.spmm import (
+    _compiled_scatter_messages,
+    attend,
+    compiled_scatter,
+    spmm,
+    transpose,
+    with_transpose,
+)
 
 # Targets by sources: row 0 <- {0: 2.0, 2: 1.0}, row 1 <- nothing, row 2 <- {1: 0.5}.
 CROW, COL, VAL = [0, 2, 2, 3], [0, 2, 1], [2.0, 1.0, 0.5]
@@ -38,7 +48,73 @@ def test_spmm_gradient_of_the_weights():
     assert values.grad.tolist() == [1.0, 4.0, 4.0]  # the row sums of the edges' sources
 
 
-@pytest.mark.parametrize("conv", [MeanConv, GCNNormConv])
+def test_transpose_orders_the_edges_by_source():
+    t = transpose(torch.tensor(CROW), torch.tensor(COL), 3)
+    # Source 0 feeds target 0 (edge 0), source 1 target 2 (edge 2), source 2 target 0 (edge 1).
+    assert t.ptr.tolist() == [0, 1, 2, 3]
+    assert t.row.tolist() == [0, 2, 0]
+    assert t.perm.tolist() == [0, 2, 1]
+
+
+def test_spmm_backward_over_the_transpose_gives_the_same_gradients():
+    x = torch.tensor([[1.0, 0.0], [0.0, 4.0], [3.0, 1.0]], requires_grad=True)
+    adj = with_transpose(_adj(), transpose(torch.tensor(CROW), torch.tensor(COL), 3))
+    spmm(adj, x).backward(torch.tensor([[1.0, 1.0], [7.0, 7.0], [1.0, -1.0]]))
+    assert x.grad.tolist() == [[2.0, 2.0], [0.5, -0.5], [1.0, 1.0]]
+
+
+def test_attend_by_hand():
+    # Target 0 <- sources {0, 2}; target 2 <- source 1; target 1 has no in-edges.
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    out = attend(_adj(), x)
+    # Scores of target 0: x0.x0 = 1 and x0.x2 = 1, so alpha = 1/2 each.
+    assert torch.allclose(out, torch.tensor([[1.0, 0.5], [0.0, 0.0], [0.0, 1.0]]))
+
+
+@st.composite
+def _graphs(draw):
+    n = draw(st.integers(1, 12))
+    pairs = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)),
+                          max_size=40, unique=True))
+    return n, pairs, draw(st.integers(0, 2**16)), draw(st.booleans())
+
+
+@settings(max_examples=60, deadline=None)
+@given(_graphs())
+def test_fused_attention_equals_pyg_softmax_path(case):
+    # Any graph (empty rows, self-loops, isolated nodes), with and without the transpose.
+    n, pairs, seed, with_t = case
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=gen, dtype=torch.double, requires_grad=True)
+    edge_index = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).t()
+    edge_index = edge_index[:, torch.argsort(edge_index[1] * n + edge_index[0])]
+    layer = DotAttentionConv(3, 3)
+    upstream = torch.randn(n, 3, generator=gen, dtype=torch.double)
+    out = layer(x, edge_index)
+    (grad,) = torch.autograd.grad(out, x, upstream)
+    crow = torch.zeros(n + 1, dtype=torch.long)
+    crow[1:] = torch.bincount(edge_index[1], minlength=n).cumsum(0)
+    adj = torch.sparse_csr_tensor(crow, edge_index[0], torch.ones(len(pairs), dtype=torch.double),
+                                  (n, n))
+    if with_t:
+        with_transpose(adj, transpose(crow, edge_index[0], n))
+    out_fused = layer(x, adj)
+    (grad_fused,) = torch.autograd.grad(out_fused, x, upstream)
+    assert torch.allclose(out_fused, out, atol=1e-12)
+    assert torch.allclose(grad_fused, grad, atol=1e-12)
+
+
+def test_attend_gradcheck():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 3, generator=gen, dtype=torch.double, requires_grad=True)
+    crow, col = torch.tensor([0, 2, 2, 5, 6, 6, 8]), torch.tensor([1, 3, 0, 2, 5, 4, 0, 1])
+    adj = torch.sparse_csr_tensor(crow, col, torch.ones(8, dtype=torch.double), (6, 6))
+    assert torch.autograd.gradcheck(lambda v: attend(adj, v), (x,))
+    adj_t = with_transpose(adj, transpose(crow, col, 6))
+    assert torch.autograd.gradcheck(lambda v: attend(adj_t, v), (x,))
+
+
+@pytest.mark.parametrize("conv", [MeanConv, GCNNormConv, DotAttentionConv])
 def test_fused_layers_equal_their_edge_index_path(conv):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(30, 4, generator=gen, requires_grad=True)

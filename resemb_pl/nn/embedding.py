@@ -15,7 +15,7 @@ from torch_geometric.nn import MessagePassing
 
 from resemb_pl.errors import CheckpointError, ConfigError, require
 from resemb_pl.nn.conv import MeanConv, capabilities
-from resemb_pl.nn.conv.spmm import compiled_scatter
+from resemb_pl.nn.conv.spmm import Transpose, compiled_scatter, transpose, with_transpose
 from resemb_pl.nn.subgraph import distinct, in_subgraph
 
 ConvFactory = Callable[[int, int], MessagePassing]
@@ -59,9 +59,9 @@ class ItemEmbedding(nn.Module):
         return next(self.parameters()).device
 
 
-def _batch_rows(ids: Tensor) -> Tensor:
-    """The distinct item ids of a batch, padding excluded."""
-    rows = torch.unique(ids)
+def _batch_rows(ids: Tensor, num_rows: int) -> Tensor:
+    """The distinct item ids of a batch (ids below ``num_rows``), padding excluded, unsorted."""
+    rows = distinct(ids, num_rows)[0]  # a scratch map, no sort
     return rows[rows > 0]
 
 
@@ -69,7 +69,7 @@ def _l2(table: nn.Embedding, ids: Tensor, mode: L2Mode) -> Tensor:
     """Mean squared row norm over the distinct rows of the batch (``batch``) or the table."""
     if mode == "table":
         return table.weight[1:].pow(2).sum(-1).mean()
-    rows = _batch_rows(ids)
+    rows = _batch_rows(ids, table.num_embeddings)
     return table(rows).pow(2).sum(-1).mean() if rows.numel() else table.weight.new_zeros(())
 
 
@@ -175,7 +175,7 @@ class PlainEmbedding(ItemEmbedding):
         if self.l2 == 0:
             return super().regularization(ids)
         if self.l2_mode == "mba":
-            rows = _batch_rows(ids)
+            rows = _batch_rows(ids, self.num_items + 1)
             return self.l2 * (self.table(rows).pow(2).sum(-1) / self.item_count[rows]).sum()
         return self.l2 * _l2(self.table, ids, self.l2_mode)
 
@@ -205,8 +205,9 @@ class ResEmbedding(ItemEmbedding):
         self_loops: Add a self-loop of weight 1 to every item when the graph is set.
         propagation: ``"local"`` computes central vectors only for the batch's distinct items,
             on the subgraph of their ``num_layers``-hop neighbourhood; ``"full"`` propagates over
-            the whole graph; ``"auto"`` takes the cheaper one for layers where both are exact.
-            Whether they are is declared on the layer's class (``EXACT_ON_SUBGRAPH``, see
+            the whole graph; ``"auto"`` takes the subgraph, for layers where both are exact,
+            when it holds fewer than the layers' ``LOCAL_SHARE`` of the graph's edges. Both are
+            declared on the layer's class (``EXACT_ON_SUBGRAPH``, ``LOCAL_SHARE``, see
             :mod:`resemb_pl.nn.conv.capabilities`); a layer that declares nothing is
             propagated over the whole graph.
         init_std: Standard deviation of the normal initialisation of ``Cb``.
@@ -269,12 +270,15 @@ class ResEmbedding(ItemEmbedding):
                 "declare EXACT_ON_SUBGRAPH = True on the layer's class"
             )
         self._local_ok = not inexact and propagation != "full"
+        self._local_share = min(cap.local_share for cap in caps)
         # The graph, sorted by target item (CSR): edge_index[1] ascending, and its row pointer.
         self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))
         self.register_buffer("edge_weight", torch.zeros(0))
         self.register_buffer("rowptr", torch.zeros(num_items + 2, dtype=torch.long))
         # Compile the aggregation's backward scatter (use_sparse_gradients(fused=True)).
         self._fused = False
+        self._transpose_key: tuple | None = None  # see _graph_transpose
+        self._transpose: Transpose | None = None
 
     # -- graph -------------------------------------------------------------------------------
     def set_graph(self, data: Data) -> None:
@@ -309,16 +313,30 @@ class ResEmbedding(ItemEmbedding):
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, ids: Tensor) -> Tensor:
-        if self._use_local(ids):
-            # Distinct rows only: each table is read (and, sparse, gets a gradient) once per row.
-            rows, inverse = distinct(ids, self.num_items + 1)
-            out = self.central(rows) + self.residual(rows)
-            return out.index_select(0, inverse.reshape(-1)).view(*ids.shape, self.embedding_dim)
-        return self.central_table()[ids] + self.residual(ids)
+        # Distinct rows only: each table is read (and, sparse, gets a gradient) once per row,
+        # and the rows are spread to the positions by index_select, whose backward is one
+        # index_add (advanced indexing's backward, an accumulating index_put, is ~15x slower
+        # on a CPU at DIN's 52k positions per batch).
+        rows, inverse = distinct(ids, self.num_items + 1)
+        central = (self.central(rows) if self._use_local(rows)
+                   else self.central_table().index_select(0, rows))
+        out = central + self.residual(rows)
+        return out.index_select(0, inverse.reshape(-1)).view(*ids.shape, self.embedding_dim)
 
     def central_table(self) -> Tensor:
         """The central embedding ``W·Cb`` of every item by full-graph propagation."""
-        return self._propagate(self.basis.weight, self.edge_index, self.edge_weight, self.rowptr)
+        return self._propagate(self.basis.weight, self.edge_index, self.edge_weight, self.rowptr,
+                               self._graph_transpose() if self._csr else None)
+
+    def _graph_transpose(self) -> Transpose:
+        """The whole graph's :func:`~resemb_pl.nn.conv.spmm.transpose`, made once per graph
+        (and device): the fused layers' backward passes run over it."""
+        key = (self.edge_index.data_ptr(), self.edge_index._version, self.edge_index.size(1),
+               self.rowptr.data_ptr(), self.rowptr._version)
+        if self._transpose_key != key:
+            self._transpose = transpose(self.rowptr, self.edge_index[0], self.num_items + 1)
+            self._transpose_key = key
+        return self._transpose
 
     def central(self, rows: Tensor) -> Tensor:
         """The central embedding of the distinct items ``rows``, on their subgraph.
@@ -331,18 +349,24 @@ class ResEmbedding(ItemEmbedding):
             return self.basis.weight.new_zeros(0, self.embedding_dim)
         sub = in_subgraph(self.rowptr, self.edge_index[0], rows, len(self.convs))
         weight = self.edge_weight.index_select(0, sub.edge_id)
-        x = self._propagate(self.basis(sub.nodes), sub.edge_index, weight, sub.rowptr)
+        # The subgraph's transpose (one sort of its edges) lets the fused layers' backward
+        # passes sum over sources with embedding_bag instead of scattering every edge.
+        graph_t = (transpose(sub.rowptr, sub.edge_index[0], sub.nodes.numel())
+                   if self._csr and not self._fused else None)
+        x = self._propagate(self.basis(sub.nodes), sub.edge_index, weight, sub.rowptr, graph_t)
         return x[: rows.numel()]
 
     def _propagate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor,
-                   rowptr: Tensor) -> Tensor:
+                   rowptr: Tensor, graph_t: Transpose | None = None) -> Tensor:
         """Run the layers on a graph whose edges are sorted by target with row pointer
-        ``rowptr`` (one entry per node of ``x``, plus one)."""
+        ``rowptr`` (one entry per node of ``x``, plus one), and its transpose if known."""
         if self._csr:
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 adj_t = torch.sparse_csr_tensor(rowptr, edge_index[0], edge_weight,
                                                 (x.size(0), x.size(0)))
+            if graph_t is not None:
+                with_transpose(adj_t, graph_t)
             with compiled_scatter(self._fused):
                 for conv, (kwargs, _) in zip(self.convs, self._calls, strict=True):
                     x = conv(x, adj_t, **kwargs)
@@ -366,14 +390,19 @@ class ResEmbedding(ItemEmbedding):
         self._fused = fused
         return super().use_sparse_gradients()
 
-    def _use_local(self, ids: Tensor) -> bool:
+    def _use_local(self, rows: Tensor) -> bool:
+        """Whether the distinct ``rows`` are propagated on their subgraph (see ``propagation``)."""
         if not self._local_ok:
             return False
         if self.propagation == "local" or (self.basis.sparse and torch.is_grad_enabled()):
             return True
-        # auto: the subgraph grows about (edges per item)^layers per distinct item.
+        # auto: the subgraph's first hop holds the rows' in-edges exactly; each further hop
+        # multiplies it by about the mean in-degree. It pays below the layers' LOCAL_SHARE of
+        # the graph (see resemb_pl.nn.conv.capabilities).
+        edges = int((self.rowptr.index_select(0, rows + 1)
+                     - self.rowptr.index_select(0, rows)).sum())
         fan = max(1.0, self.edge_index.size(1) / max(1, self.num_items))
-        return ids.numel() * fan ** len(self.convs) < self.edge_index.size(1)
+        return edges * fan ** (len(self.convs) - 1) < self._local_share * self.edge_index.size(1)
 
     # -- regulariser -------------------------------------------------------------------------
     def regularization(self, ids: Tensor) -> Tensor:

@@ -87,13 +87,22 @@ def test_auto_picks_by_rule(conv):
     emb = ResEmbedding(60, 8, conv=conv, propagation="auto")
     emb.set_graph(graph)
     num_edges = emb.edge_index.size(1)
-    fan = num_edges / 60
-    # Rule: local when (ids in the batch) * fan ** num_layers < number of edges.
-    small = torch.ones(int(num_edges / fan) - 1, dtype=torch.long)
-    large = torch.ones(int(num_edges / fan) + 1, dtype=torch.long)
+    share = 0.6 if conv is DotAttentionConv else 0.25
+    # Rule (one layer): local when the rows' in-edges are fewer than LOCAL_SHARE of the edges.
+    degree = emb.rowptr.diff()
+    order = torch.argsort(degree[1:], descending=True) + 1
+    within = torch.cumsum(degree[order], 0) < share * num_edges
+    small, large = order[within], order[: int(within.sum()) + 1]
     assert emb._use_local(small)
     assert not emb._use_local(large)
+    # The same rows in any order, and the padding row, count the same.
+    assert emb._use_local(torch.cat([small.flip(0), torch.zeros(1, dtype=torch.long)]))
     assert not ResEmbedding(60, 8, conv=conv, propagation="full")._use_local(small)
+    # Either way the output is the full graph's (to 1e-6).
+    full = ResEmbedding(60, 8, conv=conv, propagation="full")
+    full.load_state_dict(emb.state_dict())
+    for rows in (small, large):
+        assert torch.allclose(emb(rows), full(rows), atol=1e-6)
 
 
 def test_local_refuses_layers_that_need_the_whole_graph():

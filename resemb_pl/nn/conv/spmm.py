@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Literal, NamedTuple
 
@@ -212,18 +213,27 @@ def attend(adj_t: Tensor, x: Tensor) -> Tensor:
     return _Attend.apply(x, crow, col, t)
 
 
+def _edge_dots(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``a[i] . b[j]`` for every edge ``j -> i`` in CSR order, without gathering the rows
+    (:func:`torch.sparse.sampled_addmm`, one pass; 3x the gather-multiply-sum on a CPU)."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(crow, col, a.new_zeros(col.numel()),
+                                          (a.size(0), b.size(0)))
+        return torch.sparse.sampled_addmm(pattern, a, b.t(), beta=0.0).values()
+
+
 class _Attend(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, crow: Tensor, col: Tensor, t: Transpose | None) -> Tensor:
         from torch_geometric.utils import segment
 
         row = torch.repeat_interleave(crow.diff(), output_size=col.numel())
-        x_col = x.index_select(0, col)
-        score = (x.index_select(0, row) * x_col).sum(-1)
+        score = _edge_dots(crow, col, x, x)
         score = score - segment(score, crow, reduce="max").index_select(0, row)
         alpha = score.exp_()
         alpha = alpha / (segment(alpha, crow, reduce="sum") + 1e-16).index_select(0, row)
-        ctx.save_for_backward(x, crow, col, row, x_col, alpha)
+        ctx.save_for_backward(x, crow, col, row, alpha)
         ctx.t, ctx.compiled = t, _COMPILED.get()
         return F.embedding_bag(col, x, crow, mode="sum", per_sample_weights=alpha,
                                include_last_offset=True)
@@ -233,10 +243,10 @@ class _Attend(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         from torch_geometric.utils import segment
 
-        x, crow, col, row, x_col, alpha = ctx.saved_tensors
+        x, crow, col, row, alpha = ctx.saved_tensors
         grad = grad.contiguous()
         # d loss / d alpha_e = grad[i] . x[j]; then the softmax's backward within each target.
-        d_alpha = (grad.index_select(0, row) * x_col).sum(-1)
+        d_alpha = _edge_dots(crow, col, grad, x)
         d_alpha.sub_(segment(alpha * d_alpha, crow, reduce="sum").index_select(0, row))
         d_score = d_alpha.mul_(alpha)
         # x_j reaches c_i as a value (weight alpha) and as a key (weight d_score), and x_i as

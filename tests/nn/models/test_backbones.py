@@ -3,11 +3,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch_geometric.data import Data
 from torch_geometric.nn import GATConv, GATv2Conv, GCNConv, SAGEConv
 
 from resemb_pl.data.datamodule import CTRDataModule
 from resemb_pl.errors import CheckpointError
-from resemb_pl.nn import PlainEmbedding
+from resemb_pl.nn import PlainEmbedding, ResEmbedding
 from resemb_pl.nn.conv import (
     DotAttentionConv,
     GATAdapterConv,
@@ -18,7 +21,7 @@ from resemb_pl.nn.conv import (
     MeanConv,
     SAGEAdapterConv,
 )
-from resemb_pl.nn.models import DIN, PNN, DeepFM, EmbeddingMLP, LogisticRegression, WideDeep
+from resemb_pl.nn.models import DIN, base, PNN, DeepFM, EmbeddingMLP, LogisticRegression, WideDeep
 from resemb_pl.nn.models.wide_deep import cross_bucket
 from resemb_pl.task import CTRTask
 
@@ -189,3 +192,40 @@ def test_plain_embedding_reads_pretrained_rows(tmp_path):
         PlainEmbedding(5, 3, pretrained=str(tmp_path / "emb.npy"))
     with pytest.raises(CheckpointError, match="cannot read a pretrained embedding"):
         PlainEmbedding(4, 3, pretrained=str(Path(tmp_path) / "missing.npy"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=5), st.integers(0, 2**16),
+       st.sampled_from(BACKBONES), st.booleans())
+def test_packed_lookup_equals_the_padded_one(lengths, seed, backbone, res):
+    # embed() looks up only the valid history positions when few are; the logits and every
+    # gradient equal the lookup of every position (padding embeds to zero either way).
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    emb = PlainEmbedding(9, 3)
+    if res:
+        emb = ResEmbedding(9, 3, conv=DotAttentionConv)
+        edge_index = torch.randint(1, 10, (2, 20), generator=gen)
+        emb.set_graph(Data(edge_index=edge_index, num_nodes=10))
+        torch.nn.init.normal_(emb.residual.weight, std=0.1)
+        with torch.no_grad():
+            emb.residual.weight[0].zero_()
+    model = backbone(emb, 3).double()
+    width = max(lengths) + 1
+    hist = torch.randint(1, 10, (len(lengths), width), generator=gen)
+    hist[torch.arange(width)[None, :] >= torch.tensor(lengths)[:, None]] = 0
+    target = torch.randint(1, 10, (len(lengths),), generator=gen)
+    hist_cat, target_cat = hist % 4, target % 4
+    results, default = [], base.PACK_BELOW
+    try:
+        for pack in (0.0, 1.01):  # never / always packed
+            base.PACK_BELOW = pack
+            model.zero_grad()
+            out = model(hist, hist_cat, target, target_cat)
+            (out * torch.linspace(-1, 2, out.numel(), dtype=out.dtype)).sum().backward()
+            results.append([out.detach()] + [torch.zeros_like(p) if p.grad is None
+                                             else p.grad.clone() for p in model.parameters()])
+    finally:
+        base.PACK_BELOW = default
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-9, rtol=1e-7)

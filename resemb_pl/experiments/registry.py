@@ -103,7 +103,7 @@ def model_spec(
         "embedding_dim": embedding_dim,
         "embedding": embedding_spec(embedding, residual_l2),
         "backbone": backbone_spec(backbone),
-        "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": lr}},
+        "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": lr, "fused": True}},
     }
 
 

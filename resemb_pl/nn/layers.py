@@ -169,11 +169,12 @@ class LocalActivationUnit(nn.Module):
         self.jagged = jagged
 
     def forward(self, hist: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        if self._use_jagged(mask):
+        if self.use_jagged(mask):
             return self.forward_jagged(hist, target, mask)
         return self.forward_dense(hist, target, mask)
 
-    def _use_jagged(self, mask: Tensor) -> bool:
+    def use_jagged(self, mask: Tensor) -> bool:
+        """Whether :meth:`forward` takes the jagged form for a batch with this ``mask``."""
         if self.jagged is False or _uses_batch_statistics(self.mlp):
             return False
         if self.jagged:
@@ -194,10 +195,14 @@ class LocalActivationUnit(nn.Module):
         length = hist.size(1)
         flat = mask.reshape(-1).nonzero().squeeze(1)  # valid positions, sample by sample
         sample = torch.div(flat, length, rounding_mode="floor")
-        h = hist.reshape(-1, hist.size(-1)).index_select(0, flat)
+        return self.pool(hist.reshape(-1, hist.size(-1)).index_select(0, flat), target, sample)
+
+    def pool(self, h: Tensor, target: Tensor, sample: Tensor) -> Tensor:
+        """The pooled history from the valid positions' vectors ``h`` :math:`(N, D)` and the
+        sample of each :math:`(N,)` (the jagged form's core)."""
         t = target.index_select(0, sample)
         w = self.mlp(torch.cat([h, t, h - t, h * t], -1))
-        return hist.new_zeros(target.shape).index_add(0, sample, w * h)
+        return h.new_zeros(target.shape).index_add(0, sample, w * h)
 
 
 def sum_pool(hist: Tensor, mask: Tensor) -> Tensor:

@@ -50,6 +50,18 @@ class DIN(CTRBackbone):
         self.attention = LocalActivationUnit(self.dim, attention_hidden, "prelu", jagged)
         self.mlp = MLP(3 * self.dim, hidden, 1, act, dropout)
 
+    def forward(self, hist: Tensor, hist_cat: Tensor, target: Tensor, target_cat: Tensor) -> Tensor:
+        mask = hist > 0
+        if self.attention.use_jagged(mask):
+            # The jagged unit reads the valid positions only: look up only those, without
+            # placing them into a padded (B, L, dim) tensor first.
+            h, flat, t = self.embed_valid(hist, hist_cat, target, target_cat, mask)
+            sample = torch.div(flat, hist.size(1), rounding_mode="floor")
+            return self._out(self.attention.pool(h, t, sample), t)
+        return self.score(*self.embed(hist, hist_cat, target, target_cat))
+
     def score(self, hist: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        pooled = self.attention(hist, target, mask)
+        return self._out(self.attention(hist, target, mask), target)
+
+    def _out(self, pooled: Tensor, target: Tensor) -> Tensor:
         return self.mlp(torch.cat([pooled, target, pooled * target], -1)).squeeze(-1)

@@ -4,6 +4,7 @@
     python scripts/benchmark.py --quick            # 63k and 368k, fewer steps, no books preset
     python scripts/benchmark.py --items 1000000 10000000 --steps 40 --device cuda
     python scripts/benchmark.py --end-to-end --steps 100 --out reports/throughput/end_to_end.txt
+    python scripts/benchmark.py --propagation --data sports --batch-size 1024
 
 Parts:
 
@@ -497,6 +498,73 @@ def end_to_end(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
+def bench_propagation(args: argparse.Namespace) -> str:
+    """Whole-graph vs batch-local propagation of each built-in layer on real batches.
+
+    For each data set, the interest graph and the first ``--warmup + --steps`` training batches
+    of the ``resemb-pl fit`` data module (``--batch-size``); for each layer, the forward and
+    backward pass of ``ResEmbedding(propagation=...)`` on the batch's item ids (target and
+    valid history positions, as DIN looks them up), full and local alternating on the same
+    batch. Local propagation costs about linearly in the rows' in-edges, so it pays below the
+    printed break-even share of the graph's edges (``LOCAL_SHARE``,
+    :mod:`resemb_pl.nn.conv.capabilities`).
+    """
+    from resemb_pl.cli import ResembCLI
+    from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv
+
+    lines = [f"propagation: ResEmbedding forward + backward on a batch's item ids (target and "
+             f"valid history), full graph vs batch-local, alternating on the same batches; "
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} "
+             f"batches after {args.warmup}, medians", "",
+             f"{'data':<30} {'layer':<17} {'edges':>9} {'rows':>6} {'share':>6} "
+             f"{'full ms':>8} {'local ms':>9} {'local/full':>10} {'break-even share':>17}"]
+    for name in args.data:
+        label, data_args = e2e_data_args(name)
+        options = [f"--model={ROOT / 'configs' / 'model' / 'din_gcn.yaml'}", *data_args,
+                   f"--data.cache_dir={args.cache_dir}", "--seed_everything=0",
+                   "--trainer.logger=false"]
+        if args.batch_size is not None:
+            options.append(f"--data.batch_size={args.batch_size}")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*args parameter is intended")
+            cli = ResembCLI(CTRTask, CTRDataModule, auto_configure_optimizers=False, run=False,
+                            save_config_callback=None, parser_kwargs={"exit_on_error": False},
+                            args=options)
+        dm = cli.datamodule
+        dm.prepare_data()
+        dm.setup("fit")
+        loader = iter(dm.train_dataloader())
+        batches = [next(loader) for _ in range(args.warmup + args.steps)]
+        ids = [torch.cat([b["target"], b["hist"][b["hist"] > 0]]) for b in batches]
+        for conv in (MeanConv, GCNNormConv, DotAttentionConv):
+            pair = {}
+            for mode in ("full", "local"):
+                pair[mode] = ResEmbedding(dm.num_items, DIM, conv=conv, propagation=mode)
+                pair[mode].set_graph(dm.graph)
+            pair["local"].load_state_dict(pair["full"].state_dict())
+            times: dict[str, list[float]] = {"full": [], "local": []}
+            shares = []
+            for k, batch_ids in enumerate(ids):
+                for mode in ("full", "local") if k % 2 else ("local", "full"):
+                    emb = pair[mode]
+                    start = time.perf_counter()
+                    emb(batch_ids).sum().backward()
+                    if k >= args.warmup:
+                        times[mode].append(time.perf_counter() - start)
+                    emb.zero_grad(set_to_none=True)
+                emb = pair["local"]
+                rows = torch.unique(batch_ids)
+                sub = int((emb.rowptr[rows + 1] - emb.rowptr[rows]).sum())
+                shares.append((sub / emb.edge_index.size(1), rows.numel()))
+            full, local = (statistics.median(times[m]) * 1e3 for m in ("full", "local"))
+            share = statistics.median(s for s, _ in shares)
+            rows_count = statistics.median(r for _, r in shares)
+            lines.append(f"{label:<30} {conv.__name__:<17} {pair['full'].edge_index.size(1):>9,} "
+                         f"{rows_count:>6.0f} {share:>6.2f} {full:>8.2f} {local:>9.2f} "
+                         f"{local / full:>10.2f} {share * full / local:>17.2f}")
+    return "\n".join(lines) + "\n"
+
+
 def maxrss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
@@ -534,10 +602,24 @@ def main(argv: list[str] | None = None) -> None:
                         help="--end-to-end: data.batch_size (default: the data config's)")
     parser.add_argument("--cache-dir", default=".cache/resemb_pl",
                         help="--end-to-end: data.cache_dir")
-    parser.add_argument("--out", default=None, help="--end-to-end: also write the table here")
+    parser.add_argument("--propagation", action="store_true",
+                        help="whole-graph vs batch-local propagation of each built-in layer on "
+                        "the --data sets' real batches, and where local pays (LOCAL_SHARE)")
+    parser.add_argument("--out", default=None,
+                        help="--end-to-end, --propagation: also write the table here")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.argv = argv
+    if args.propagation:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        text = bench_propagation(args)
+        print(text, end="", flush=True)
+        if args.out:
+            with atomic_open(args.out, "w") as fh:
+                fh.write(f"$ python scripts/benchmark.py {' '.join(args.argv)}\n{text}")
+            print(f"wrote {args.out}")
+        return
     if args.end_to_end:
         if args.threads is not None:
             torch.set_num_threads(args.threads)

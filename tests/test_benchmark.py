@@ -96,6 +96,24 @@ def test_end_to_end_mode_tables_plain_gcn_and_att(bench, tmp_path, capsys):
     assert att_ratio == pytest.approx(plain / att, rel=0.02, abs=0.01)
 
 
+def test_propagation_mode_compares_full_and_local_per_layer(bench, tmp_path, capsys):
+    out = tmp_path / "propagation.txt"
+    bench.main(["--propagation", "--data", "tiny", "--steps", "2", "--warmup", "1",
+                "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    text = out.read_text()
+    assert text.startswith("$ python scripts/benchmark.py --propagation --data tiny")
+    rows = [line.split() for line in text.splitlines() if line.startswith("tiny preset")]
+    assert [r[2] for r in rows] == ["MeanConv", "GCNNormConv", "DotAttentionConv"]
+    for cells in rows:
+        share, full, local, ratio, even = map(float, cells[-5:])
+        assert 0 < share <= 1
+        assert min(full, local) > 0
+        assert ratio == pytest.approx(local / full, abs=0.01)
+        # Local costs linearly in its edges: it breaks even at share * full / local.
+        assert even == pytest.approx(share / ratio, rel=0.05, abs=0.01)
+    assert rows[0][0] + " " + rows[0][1] in capsys.readouterr().out
+
+
 def test_end_to_end_meter_counts_the_batches_after_the_warm_up(bench):
     meter = bench.ThroughputMeter()
     meter.ends, meter.sizes = [1.0, 2.0, 4.0, 5.0], [10, 20, 30, 40]

@@ -58,7 +58,8 @@ def _product(backbone: str, embedding: str) -> dict:
     return {"embedding_dim": 18,
             "backbone": {"class_path": f"resemb_pl.nn.models.{BACKBONES[backbone]}"},
             "embedding": EMBEDDINGS[embedding],
-            "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.001, "fused": True}}}
+            "optimizer": {"class_path": "torch.optim.Adam",
+                          "init_args": {"lr": 0.001, "fused": True}}}
 
 
 def _composed(backbone: str, embedding: str) -> list[str]:

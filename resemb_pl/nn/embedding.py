@@ -16,7 +16,7 @@ from torch_geometric.nn import MessagePassing
 from resemb_pl.errors import CheckpointError, ConfigError, require
 from resemb_pl.nn.conv import MeanConv, capabilities
 from resemb_pl.nn.conv.spmm import Transpose, compiled_scatter, transpose, with_transpose
-from resemb_pl.nn.subgraph import distinct, in_subgraph
+from resemb_pl.nn.subgraph import distinct, in_edges, in_subgraph
 
 ConvFactory = Callable[[int, int], MessagePassing]
 L2Mode = Literal["batch", "table"]
@@ -271,6 +271,8 @@ class ResEmbedding(ItemEmbedding):
             )
         self._local_ok = not inexact and propagation != "full"
         self._local_share = min(cap.local_share for cap in caps)
+        # One fused layer that takes (x_src, x_dst): the rows' CSR ranges are the adjacency.
+        self._bipartite = num_layers == 1 and self._csr and caps[0].bipartite
         # The graph, sorted by target item (CSR): edge_index[1] ascending, and its row pointer.
         self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))
         self.register_buffer("edge_weight", torch.zeros(0))
@@ -347,6 +349,21 @@ class ResEmbedding(ItemEmbedding):
         """
         if rows.numel() == 0:
             return self.basis.weight.new_zeros(0, self.embedding_dim)
+        if self._bipartite and not self.basis.sparse:
+            # The rows' in-edges as a (rows x items) adjacency over the whole basis table: no
+            # subgraph to relabel, and its gradient is the dense table's anyway.
+            e, count, _ = in_edges(self.rowptr, rows)
+            crow = torch.zeros(rows.numel() + 1, dtype=torch.long, device=rows.device)
+            torch.cumsum(count, 0, out=crow[1:])
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                col = self.edge_index[0].index_select(0, e)
+                adj_t = torch.sparse_csr_tensor(crow, col, self.edge_weight.index_select(0, e),
+                                                (rows.numel(), self.num_items + 1))
+            with_transpose(adj_t, transpose(crow, col, self.num_items + 1))
+            x = self.basis.weight
+            kwargs, _ = self._calls[0]
+            return self.convs[0]((x, x.index_select(0, rows)), adj_t, **kwargs)
         sub = in_subgraph(self.rowptr, self.edge_index[0], rows, len(self.convs))
         weight = self.edge_weight.index_select(0, sub.edge_id)
         # The subgraph's transpose (one sort of its edges) lets the fused layers' backward

@@ -90,7 +90,7 @@ def in_subgraph(rowptr: Tensor, col: Tensor, rows: Tensor, hops: int) -> Subgrap
     nodes, frontier, first = [rows], rows, 0
     sources, targets, edges, counts = [], [], [], []
     for hop in range(hops):
-        e, count, slot = _in_edges(rowptr, frontier)
+        e, count, slot = in_edges(rowptr, frontier)
         sources.append(col.index_select(0, e))
         targets.append(slot.add_(first))  # the edges of frontier[k] target position first + k
         edges.append(e)
@@ -130,9 +130,15 @@ def _cat(parts: list[Tensor]) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _in_edges(rowptr: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def in_edges(rowptr: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The CSR ranges of ``targets`` concatenated: edge ids, the count per target, and the
-    index in ``targets`` of each edge's target."""
+    index in ``targets`` of each edge's target.
+
+    Example::
+
+        # in-edges 0:2 of node 1 and 2:3 of node 2
+        in_edges(torch.tensor([0, 0, 2, 3]), torch.tensor([2, 1]))  # [2, 0, 1], [1, 2], [0, 1, 1]
+    """
     start = rowptr.index_select(0, targets)
     count = rowptr[1:].index_select(0, targets) - start
     slot = torch.repeat_interleave(count)

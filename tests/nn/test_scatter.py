@@ -3,7 +3,8 @@
 CI installs the ``scatter`` extra, so these run there. On a CPU, PyG 2.8 calls torch-scatter only
 for segment reductions over a row pointer, which our layers get from a target-sorted
 ``EdgeIndex`` or a CSR adjacency (DotAttentionConv's softmax, also in the res-embedding step);
-the plain ``edge_index`` path and the other layers never call it (README, "torch-scatter"; ``scripts/bench_scatter.py`` times both).
+the plain ``edge_index`` path and the other layers never call it (README, "torch-scatter";
+``scripts/bench_scatter.py`` times both).
 """
 
 import functools

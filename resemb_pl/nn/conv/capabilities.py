@@ -14,11 +14,17 @@ A layer declares its capabilities as class attributes, as PyG declares
   ``forward(..., normalized=True)``, which takes those weights as they are. Turning the
   normalisation off is the layer's own option (``normalize=False``, as in PyG's ``GCNConv``).
 - ``SUPPORTS_EDGE_WEIGHT``: ``forward`` takes ``edge_weight`` as a keyword.
+- ``SUPPORTS_BIPARTITE``: ``forward`` takes ``x`` as a pair ``(x_src, x_dst)`` with a sparse
+  adjacency of targets by sources (PyG's ``PairTensor`` convention). One such layer lets the
+  embedding propagate a batch's rows without relabelling a subgraph: the rows' CSR ranges
+  of the whole graph are the adjacency, the whole table the sources.
 - ``LOCAL_SHARE``: for an exact layer, the share of the graph's edges below which a batch's
   subgraph is cheaper to extract and propagate than the whole graph (``propagation="auto"``).
   Extracting costs about the same per edge whatever the layer, so it pays sooner for layers
-  with more work per edge: 0.25 by default (a weighted sum such as GCN's, measured on Amazon
-  Sports), 0.6 for attention (scores, softmax and sum per edge).
+  with more work per edge. Measured on Amazon Sports (``python scripts/benchmark.py
+  --propagation``): 0.25 for a weighted sum (GCN, mean; the default), 0.4 for
+  :class:`~resemb_pl.nn.conv.DotAttentionConv`; PyG's attention layers, whose subgraph is
+  relabelled and whose messages are materialised per edge, are given 0.6 (not measured).
 
 A layer that declares nothing (a PyG layer not in :data:`BUILTIN_CAPABILITIES`, or a user's
 layer) is taken as **not** exact on a subgraph, so the whole graph is propagated, and as not
@@ -52,11 +58,13 @@ from torch_geometric.nn import (
     TransformerConv,
 )
 
-_NAMES = ("EXACT_ON_SUBGRAPH", "PRENORMALIZE", "SUPPORTS_EDGE_WEIGHT", "LOCAL_SHARE")
+_NAMES = ("EXACT_ON_SUBGRAPH", "PRENORMALIZE", "SUPPORTS_EDGE_WEIGHT", "SUPPORTS_BIPARTITE",
+          "LOCAL_SHARE")
 
 #: Capabilities of a layer that declares none (``SUPPORTS_EDGE_WEIGHT`` is read from the
 #: signature of its ``forward``).
-DEFAULTS = {"EXACT_ON_SUBGRAPH": False, "PRENORMALIZE": False, "LOCAL_SHARE": 0.25}
+DEFAULTS = {"EXACT_ON_SUBGRAPH": False, "PRENORMALIZE": False, "SUPPORTS_BIPARTITE": False,
+            "LOCAL_SHARE": 0.25}
 
 #: PyG's built-ins as ``ResEmbedding`` calls them. Attention, GraphSAGE, GraphConv and the
 #: graph transformer read only the target and its in-edges. ``GCNConv`` and ``LGConv`` normalise
@@ -85,12 +93,14 @@ class Capabilities(NamedTuple):
         edge_weight: ``forward`` takes ``edge_weight``.
         local_share: ``propagation="auto"`` propagates a batch's subgraph when it holds fewer
             than this share of the graph's edges.
+        bipartite: ``forward`` takes ``(x_src, x_dst)`` with a targets-by-sources adjacency.
     """
 
     exact_on_subgraph: bool
     prenormalize: bool
     edge_weight: bool
     local_share: float = 0.25
+    bipartite: bool = False
 
 
 def capabilities(layer: nn.Module) -> Capabilities:
@@ -112,4 +122,5 @@ def capabilities(layer: nn.Module) -> Capabilities:
         prenormalize=bool(values["PRENORMALIZE"]) and bool(getattr(layer, "normalize", True)),
         edge_weight=bool(values["SUPPORTS_EDGE_WEIGHT"]),
         local_share=float(values["LOCAL_SHARE"]),
+        bipartite=bool(values["SUPPORTS_BIPARTITE"]),
     )

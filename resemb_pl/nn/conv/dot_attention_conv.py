@@ -2,7 +2,7 @@ from typing import Optional
 
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
-from torch_geometric.typing import Adj, OptTensor
+from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import softmax
 
 from resemb_pl.nn.conv.spmm import attend
@@ -33,7 +33,8 @@ class DotAttentionConv(MessagePassing):
 
     EXACT_ON_SUBGRAPH = True  # a softmax over i's in-edges
     SUPPORTS_EDGE_WEIGHT = True
-    LOCAL_SHARE = 0.6  # scores, softmax and sum: more work per edge than extracting it
+    SUPPORTS_BIPARTITE = True  # (x_src, x_dst) with a targets-by-sources adjacency
+    LOCAL_SHARE = 0.4  # scores, softmax and sum per edge (measured on Amazon Sports)
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         check_width(self, in_channels, out_channels)
@@ -41,7 +42,8 @@ class DotAttentionConv(MessagePassing):
         self.in_channels = in_channels
         self.out_channels = out_channels
 
-    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
+    def forward(self, x: Tensor | PairTensor, edge_index: Adj,
+                edge_weight: OptTensor = None) -> Tensor:
         return self.propagate(edge_index, x=x)
 
     # PyG's signature inspector needs typing.Optional here, not ``int | None``.
@@ -51,5 +53,5 @@ class DotAttentionConv(MessagePassing):
         alpha = softmax((x_i * x_j).sum(-1), index, ptr, size_i)
         return alpha.unsqueeze(-1) * x_j
 
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:
-        return attend(adj_t, x)
+    def message_and_aggregate(self, adj_t: Tensor, x: Tensor | PairTensor) -> Tensor:
+        return attend(adj_t, *x) if isinstance(x, tuple) else attend(adj_t, x)

@@ -1,7 +1,7 @@
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.typing import Adj, OptTensor
+from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import is_torch_sparse_tensor
 
 from resemb_pl.nn.conv.spmm import spmm
@@ -39,6 +39,7 @@ class GCNNormConv(MessagePassing):
     EXACT_ON_SUBGRAPH = True  # given the whole graph's normalised weights
     PRENORMALIZE = True
     SUPPORTS_EDGE_WEIGHT = True
+    SUPPORTS_BIPARTITE = True  # (x_src, x_dst) with a targets-by-sources adjacency
 
     def __init__(self, in_channels: int, out_channels: int, *, normalize: bool = True) -> None:
         check_width(self, in_channels, out_channels)
@@ -56,10 +57,17 @@ class GCNNormConv(MessagePassing):
         )
         return edge_index, edge_weight
 
-    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None, *,
+    def forward(self, x: Tensor | PairTensor, edge_index: Adj, edge_weight: OptTensor = None, *,
                 normalized: bool = False) -> Tensor:
-        """Aggregate; ``normalized=True`` takes ``edge_weight`` from :meth:`normalize_graph`."""
+        """Aggregate; ``normalized=True`` takes ``edge_weight`` from :meth:`normalize_graph`.
+
+        ``x`` may be a pair ``(x_src, x_dst)`` with an adjacency of targets by sources, given
+        weights normalised on the whole graph (``normalized=True``).
+        """
         if self.normalize and not normalized:
+            if isinstance(x, tuple):
+                raise ValueError("'GCNNormConv' normalises a square graph; pass a pair "
+                                 "(x_src, x_dst) with normalized=True")
             edge_index, edge_weight = self.normalize_graph(edge_index, edge_weight, x.size(0))
         # A sparse adjacency carries the weights as its values.
         elif edge_weight is None and not is_torch_sparse_tensor(edge_index):
@@ -69,5 +77,5 @@ class GCNNormConv(MessagePassing):
     def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
         return edge_weight.view(-1, 1) * x_j
 
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:
-        return spmm(adj_t, x, reduce="sum")
+    def message_and_aggregate(self, adj_t: Tensor, x: Tensor | PairTensor) -> Tensor:
+        return spmm(adj_t, x[0] if isinstance(x, tuple) else x, reduce="sum")

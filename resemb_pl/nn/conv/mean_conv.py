@@ -1,6 +1,6 @@
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
-from torch_geometric.typing import Adj, OptTensor
+from torch_geometric.typing import Adj, OptTensor, PairTensor
 
 from resemb_pl.nn.conv.spmm import spmm
 from resemb_pl.nn.layers import check_width
@@ -27,6 +27,7 @@ class MeanConv(MessagePassing):
 
     EXACT_ON_SUBGRAPH = True  # the mean over i's in-edges
     SUPPORTS_EDGE_WEIGHT = True
+    SUPPORTS_BIPARTITE = True  # (x_src, x_dst) with a targets-by-sources adjacency
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         check_width(self, in_channels, out_channels)
@@ -34,9 +35,10 @@ class MeanConv(MessagePassing):
         self.in_channels = in_channels
         self.out_channels = out_channels
 
-    def forward(self, x: Tensor, edge_index: Adj, edge_weight: OptTensor = None) -> Tensor:
+    def forward(self, x: Tensor | PairTensor, edge_index: Adj,
+                edge_weight: OptTensor = None) -> Tensor:
         return self.propagate(edge_index, x=x)
 
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:
-        return spmm(adj_t, x, reduce="mean", weighted=False)
+    def message_and_aggregate(self, adj_t: Tensor, x: Tensor | PairTensor) -> Tensor:
+        return spmm(adj_t, x[0] if isinstance(x, tuple) else x, reduce="mean", weighted=False)
 

@@ -56,7 +56,9 @@ def transpose(crow: Tensor, col: Tensor, num_sources: int) -> Transpose:
         t.ptr, t.row, t.perm  # [0, 1, 3], [1, 0, 1], [1, 0, 2]
     """
     row = torch.repeat_interleave(crow.diff(), output_size=col.numel())
-    perm = torch.sort(col, stable=True)[1]  # stable: targets stay ascending per source
+    # Stable, so targets stay ascending per source; 32-bit keys sort in half the time.
+    keys = col.int() if num_sources < 2**31 else col
+    perm = torch.sort(keys, stable=True)[1]
     ptr = torch.zeros(num_sources + 1, dtype=crow.dtype, device=crow.device)
     torch.cumsum(torch.bincount(col, minlength=num_sources), 0, out=ptr[1:])
     return Transpose(ptr, row.index_select(0, perm), perm)
@@ -189,28 +191,31 @@ def _scatter(grad: Tensor, row: Tensor, col: Tensor, weight: Tensor | None, num_
     return _compiled_scatter_messages()(grad, row, col, weight, num_sources)
 
 
-def attend(adj_t: Tensor, x: Tensor) -> Tensor:
+def attend(adj_t: Tensor, x: Tensor, x_dst: Tensor | None = None) -> Tensor:
     r"""Dot-product attention over each target's in-edges, fused.
 
     .. math::
         \mathbf{c}_i = \sum_{j \to i} \alpha_{ij} \mathbf{x}_j, \qquad
-        \alpha_{ij} = \operatorname{softmax}_{j \to i}(\mathbf{x}_i^\top \mathbf{x}_j)
+        \alpha_{ij} = \operatorname{softmax}_{j \to i}(\mathbf{q}_i^\top \mathbf{x}_j)
 
     One autograd node for the scores, the softmax over each target's CSR range and the
-    weighted sum: the backward pass keeps one gathered copy of the sources' rows and sums the
-    gradients into ``x`` with ``embedding_bag`` over the targets' CSR ranges and over the
-    sources' (the attached :func:`transpose`; without one, a scatter).
+    weighted sum: the scores and their gradients are sampled products
+    (:func:`torch.sparse.sampled_addmm`), and the gradients are summed into the sources with
+    ``embedding_bag`` over the sources' CSR ranges (the attached :func:`transpose`; without
+    one, a scatter).
 
     Args:
-        adj_t: Square sparse adjacency ``(|V|, |V|)``, targets by sources; its values are not
-            used.
-        x: Node features ``(|V|, F)``.
+        adj_t: Sparse adjacency ``(num_targets, num_sources)``, targets by sources; its values
+            are not used.
+        x: Source features ``(num_sources, F)``.
+        x_dst: Target features (the queries ``q``) ``(num_targets, F)``; default ``x`` (a
+            square adjacency).
 
     Returns:
-        ``(|V|, F)``; a node without in-edges gets zeros.
+        ``(num_targets, F)``; a target without in-edges gets zeros.
     """
     crow, col, t = _csr(adj_t)
-    return _Attend.apply(x, crow, col, t)
+    return _Attend.apply(x, x if x_dst is None else x_dst, crow, col, t)
 
 
 def _edge_dots(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -225,15 +230,16 @@ def _edge_dots(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 class _Attend(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, crow: Tensor, col: Tensor, t: Transpose | None) -> Tensor:
+    def forward(ctx, x: Tensor, q: Tensor, crow: Tensor, col: Tensor,
+                t: Transpose | None) -> Tensor:
         from torch_geometric.utils import segment
 
         row = torch.repeat_interleave(crow.diff(), output_size=col.numel())
-        score = _edge_dots(crow, col, x, x)
+        score = _edge_dots(crow, col, q, x)
         score = score - segment(score, crow, reduce="max").index_select(0, row)
         alpha = score.exp_()
         alpha = alpha / (segment(alpha, crow, reduce="sum") + 1e-16).index_select(0, row)
-        ctx.save_for_backward(x, crow, col, row, alpha)
+        ctx.save_for_backward(x, q, crow, col, row, alpha)
         ctx.t, ctx.compiled = t, _COMPILED.get()
         return F.embedding_bag(col, x, crow, mode="sum", per_sample_weights=alpha,
                                include_last_offset=True)
@@ -243,19 +249,20 @@ class _Attend(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         from torch_geometric.utils import segment
 
-        x, crow, col, row, alpha = ctx.saved_tensors
+        x, q, crow, col, row, alpha = ctx.saved_tensors
         grad = grad.contiguous()
         # d loss / d alpha_e = grad[i] . x[j]; then the softmax's backward within each target.
         d_alpha = _edge_dots(crow, col, grad, x)
         d_alpha.sub_(segment(alpha * d_alpha, crow, reduce="sum").index_select(0, row))
         d_score = d_alpha.mul_(alpha)
-        # x_j reaches c_i as a value (weight alpha) and as a key (weight d_score), and x_i as
-        # the query (weight d_score, summed over i's in-edges).
-        grad_x = F.embedding_bag(col, x, crow, mode="sum", per_sample_weights=d_score,
+        # x_j reaches c_i as a value (weight alpha) and as a key (weight d_score), and q_i as
+        # the query (weight d_score, summed over i's in-edges). When q is x, autograd adds
+        # the two gradients.
+        grad_q = F.embedding_bag(col, x, crow, mode="sum", per_sample_weights=d_score,
                                  include_last_offset=True)
         if ctx.t is not None:
-            grad_x += _source_sum(ctx.t, grad, alpha) + _source_sum(ctx.t, x, d_score)
+            grad_x = _source_sum(ctx.t, grad, alpha) + _source_sum(ctx.t, q, d_score)
         else:
-            grad_x += _scatter(grad, row, col, alpha, x.size(0), ctx.compiled)
-            grad_x += _scatter(x, row, col, d_score, x.size(0), ctx.compiled)
-        return grad_x, None, None, None
+            grad_x = _scatter(grad, row, col, alpha, x.size(0), ctx.compiled)
+            grad_x += _scatter(q, row, col, d_score, x.size(0), ctx.compiled)
+        return grad_x, grad_q, None, None, None

@@ -7,7 +7,6 @@ from torch import Tensor, nn
 
 from resemb_pl.nn.embedding import ItemEmbedding
 
-
 #: Valid fraction of a batch's history positions below which :meth:`CTRBackbone.embed` looks up
 #: only the valid positions (``scripts/bench_attention.py --embed``).
 PACK_BELOW = 0.5

@@ -20,25 +20,26 @@ GRAPH = Data(edge_index=torch.tensor([[2, 3, 1, 3], [1, 1, 2, 2]]),
 
 
 @pytest.mark.parametrize(
-    ("layer", "exact", "prenormalize", "edge_weight", "share"),
+    ("layer", "exact", "prenormalize", "edge_weight", "share", "bipartite"),
     [
-        (MeanConv(4, 4), True, False, True, 0.25),
-        (DotAttentionConv(4, 4), True, False, True, 0.6),
-        (GCNNormConv(4, 4), True, True, True, 0.25),
-        (GCNNormConv(4, 4, normalize=False), True, False, True, 0.25),  # the layer's own option
-        (GCNAdapterConv(4, 4), True, True, True, 0.25),
-        (LGAdapterConv(4, 4), True, True, True, 0.25),
-        (GATAdapterConv(4, 4), True, False, True, 0.6),
-        (SAGEAdapterConv(4, 4), True, False, True, 0.25),
+        (MeanConv(4, 4), True, False, True, 0.25, True),
+        (DotAttentionConv(4, 4), True, False, True, 0.4, True),
+        (GCNNormConv(4, 4), True, True, True, 0.25, True),
+        # the layer's own option
+        (GCNNormConv(4, 4, normalize=False), True, False, True, 0.25, True),
+        (GCNAdapterConv(4, 4), True, True, True, 0.25, False),
+        (LGAdapterConv(4, 4), True, True, True, 0.25, False),
+        (GATAdapterConv(4, 4), True, False, True, 0.6, False),
+        (SAGEAdapterConv(4, 4), True, False, True, 0.25, False),
         # PyG's built-ins, from the one table
-        (GATConv(4, 4), True, False, False, 0.6),
-        (SAGEConv(4, 4), True, False, False, 0.25),
-        (GCNConv(4, 4), False, False, True, 0.25),
-        (LGConv(), False, False, True, 0.25),
+        (GATConv(4, 4), True, False, False, 0.6, False),
+        (SAGEConv(4, 4), True, False, False, 0.25, False),
+        (GCNConv(4, 4), False, False, True, 0.25, False),
+        (LGConv(), False, False, True, 0.25, False),
     ],
 )
-def test_declared_capabilities(layer, exact, prenormalize, edge_weight, share):
-    assert tuple(capabilities(layer)) == (exact, prenormalize, edge_weight, share)
+def test_declared_capabilities(layer, exact, prenormalize, edge_weight, share, bipartite):
+    assert tuple(capabilities(layer)) == (exact, prenormalize, edge_weight, share, bipartite)
 
 
 class _Sum(MessagePassing):
@@ -58,8 +59,8 @@ class _MyGAT(GATConv):  # a subclass of a built-in declares its own capabilities
 
 
 def test_foreign_layers_default_to_inexact_and_subclasses_inherit():
-    assert tuple(capabilities(_Sum(4, 4))) == (False, False, True, 0.25)
-    assert tuple(capabilities(_ExactSum(4, 4))) == (True, False, True, 0.25)
+    assert tuple(capabilities(_Sum(4, 4))) == (False, False, True, 0.25, False)
+    assert tuple(capabilities(_ExactSum(4, 4))) == (True, False, True, 0.25, False)
     assert not capabilities(_MyGAT(4, 4)).exact_on_subgraph
     # A foreign forward without edge_weight (GINConv's third argument is size) is called
     # without it.

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -154,3 +153,36 @@ def test_compiled_scatter_gives_the_eager_gradients(weighted):
         assert after.hits + after.misses == calls.hits + calls.misses + 1  # the compiled kernel
         assert torch.allclose(compiled, eager, atol=1e-5)
         assert not torch.equal(eager, torch.zeros_like(eager))
+
+
+@pytest.mark.parametrize("conv", [MeanConv, GCNNormConv, DotAttentionConv])
+def test_a_pair_with_the_rows_adjacency_equals_the_square_graphs_rows(conv):
+    # (x_src, x_dst) with the targets' CSR rows of the whole graph: the targets' outputs and
+    # the gradients of the whole table equal the square propagation's.
+    gen = torch.Generator().manual_seed(0)
+    n, f = 12, 3
+    pairs = torch.randperm(n * n, generator=gen)[:50]
+    edge_index = torch.stack([pairs % n, pairs // n])
+    edge_index = edge_index[:, torch.argsort(edge_index[1] * n + edge_index[0])]
+    weight = torch.rand(50, generator=gen, dtype=torch.double) + 0.5
+    crow = torch.zeros(n + 1, dtype=torch.long)
+    crow[1:] = torch.bincount(edge_index[1], minlength=n).cumsum(0)
+    x = torch.randn(n, f, generator=gen, dtype=torch.double, requires_grad=True)
+    layer, kwargs = conv(f, f), ({"normalized": True} if conv is GCNNormConv else {})
+    rows = torch.tensor([7, 2, 9, 0])
+    upstream = torch.randn(len(rows), f, generator=gen, dtype=torch.double)
+    square = torch.sparse_csr_tensor(crow, edge_index[0], weight, (n, n))
+    out = layer(x, square, **kwargs)[rows]
+    (grad,) = torch.autograd.grad(out, x, upstream)
+    start, count = crow[rows], crow[rows + 1] - crow[rows]
+    e = torch.cat([torch.arange(s, s + c)
+                   for s, c in zip(start.tolist(), count.tolist(), strict=True)])
+    sub_crow = torch.cat([torch.zeros(1, dtype=torch.long), count.cumsum(0)])
+    for with_t in (False, True):
+        adj = torch.sparse_csr_tensor(sub_crow, edge_index[0, e], weight[e], (len(rows), n))
+        if with_t:
+            with_transpose(adj, transpose(sub_crow, edge_index[0, e], n))
+        out_pair = layer((x, x[rows]), adj, **kwargs)
+        (grad_pair,) = torch.autograd.grad(out_pair, x, upstream)
+        assert torch.allclose(out_pair, out, atol=1e-12)
+        assert torch.allclose(grad_pair, grad, atol=1e-12)

@@ -21,7 +21,7 @@ from resemb_pl.nn.conv import (
     MeanConv,
     SAGEAdapterConv,
 )
-from resemb_pl.nn.models import DIN, base, PNN, DeepFM, EmbeddingMLP, LogisticRegression, WideDeep
+from resemb_pl.nn.models import DIN, PNN, DeepFM, EmbeddingMLP, LogisticRegression, WideDeep, base
 from resemb_pl.nn.models.wide_deep import cross_bucket
 from resemb_pl.task import CTRTask
 

@@ -305,6 +305,7 @@ class ResEmbedding(ItemEmbedding):
         self.edge_index, self.edge_weight = edge_index[:, order], weight[order]
         counts = torch.bincount(self.edge_index[1], minlength=self.num_items + 1)
         self.rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        self._transpose_key = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The graph buffers take the size stored in the checkpoint.
@@ -312,6 +313,12 @@ class ResEmbedding(ItemEmbedding):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._transpose_key = None
+
+    def _apply(self, fn, recurse=True):
+        # .to(), .cuda(), .share_memory() ... give the buffers new storage: transpose again.
+        self._transpose_key = None
+        return super()._apply(fn, recurse)
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, ids: Tensor) -> Tensor:
@@ -332,9 +339,10 @@ class ResEmbedding(ItemEmbedding):
 
     def _graph_transpose(self) -> Transpose:
         """The whole graph's :func:`~resemb_pl.nn.conv.spmm.transpose`, made once per graph
-        (and device): the fused layers' backward passes run over it."""
+        (and device): the fused layers' backward passes run over it. Setting or loading a
+        graph, or moving the module, drops it; so does writing into the graph's buffers."""
         key = (self.edge_index.data_ptr(), self.edge_index._version, self.edge_index.size(1),
-               self.rowptr.data_ptr(), self.rowptr._version)
+               self.rowptr.data_ptr(), self.rowptr._version, self.edge_index.device)
         if self._transpose_key != key:
             self._transpose = transpose(self.rowptr, self.edge_index[0], self.num_items + 1)
             self._transpose_key = key

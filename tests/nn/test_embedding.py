@@ -116,3 +116,35 @@ def test_plain_embedding():
     assert torch.equal(emb(ids)[0, 0], emb.table.weight[1])
     assert torch.equal(emb(ids)[0, 1], torch.zeros(3))
     assert emb.item_table().shape == (7, 3)
+
+
+@pytest.mark.parametrize("conv", CONVS)
+def test_a_new_graph_drops_the_cached_transpose(conv):
+    # The whole graph's transpose (the backward passes' CSC) is cached; setting, loading or
+    # editing the graph must not leave gradients computed over the old one.
+    def table_grad(emb):
+        emb.zero_grad()
+        (emb.central_table() * torch.arange(28.0).view(7, 4)).sum().backward()
+        return emb.basis.weight.grad.clone()
+
+    first = build_interest_graph([1, 2, 3, 4, 5, 6], [6], num_items=6, window=1, top_k=3)
+    second = build_interest_graph([6, 4, 2, 5, 3, 1], [6], num_items=6, window=1, top_k=3)
+    assert first.edge_index.shape == second.edge_index.shape  # same size, other edges
+    emb = ResEmbedding(6, 4, conv=conv, propagation="full")
+    fresh = ResEmbedding(6, 4, conv=conv, propagation="full")
+    fresh.load_state_dict(emb.state_dict(), strict=False)
+    emb.set_graph(first)
+    table_grad(emb)  # caches the first graph's transpose
+    emb.set_graph(second)
+    fresh.set_graph(second)
+    assert torch.equal(table_grad(emb), table_grad(fresh))
+    emb.set_graph(first)
+    table_grad(emb)
+    emb.load_state_dict(fresh.state_dict())  # back to the second graph, by loading
+    assert torch.equal(table_grad(emb), table_grad(fresh))
+    emb.set_graph(first)
+    table_grad(emb)
+    with torch.no_grad():  # the second graph's buffers written into the first's in place
+        for name in ("edge_index", "edge_weight", "rowptr"):
+            getattr(emb, name).copy_(getattr(fresh, name))
+    assert torch.equal(table_grad(emb), table_grad(fresh))

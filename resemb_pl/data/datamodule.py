@@ -91,6 +91,8 @@ class CTRDataModule(LightningDataModule):
         test_from: ``split: time``: where test starts.
         sample_negatives: ``impressions``: add this many sampled negatives (items the user was
             never shown) per click, for logs that hold clicks only.
+        train_on_val: ``split: last``: also train on the validation pairs (every pair but the
+            test one, as DIN's code, BARS and the peers); validation is then in-sample.
 
     Example::
 
@@ -123,6 +125,7 @@ class CTRDataModule(LightningDataModule):
         val_from: int | float | str | None = None,
         test_from: int | float | str | None = None,
         sample_negatives: int = 0,
+        train_on_val: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -133,6 +136,10 @@ class CTRDataModule(LightningDataModule):
             raise ConfigError("data.split: the MovieLens protocol splits users; set it to 'user'")
         _check_impression_options(source, split, columns, sample_negatives, val_from, test_from,
                                   time_fractions)
+        if train_on_val and (split != "last" or protocol != "din" or source == "impressions"):
+            raise ConfigError(f"data.train_on_val: only with data.split 'last' of the DIN "
+                              f"protocol, not split {split!r}, protocol {protocol!r}, source "
+                              f"{source!r}")
         for key, value in (("max_len", max_len), ("window", window), ("top_k", top_k),
                            ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:

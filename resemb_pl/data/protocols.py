@@ -211,6 +211,7 @@ def din_samples(
     split: Split = "last",
     seed: int = 0,
     user_fractions: tuple[float, float] = (0.8, 0.1),
+    train_on_val: bool = False,
 ) -> SampleSplits:
     r"""The DIN protocol: for every sequence :math:`s_1..s_n` and :math:`k = 1..n-1`, the history
     :math:`s_1..s_k` (its last ``max_len``) with one positive (target :math:`s_{k+1}`) and one
@@ -219,7 +220,11 @@ def din_samples(
     Splits:
         - ``"last"`` (DIN repo, BARS): :math:`k = n-1` is the test pair, :math:`k = n-2` the
           validation pair, :math:`k \le n-3` the training pairs. The graph is built from
-          :math:`s_1..s_{n-2}`, so neither a validation nor a test target is in it.
+          :math:`s_1..s_{n-2}`, so neither a validation nor a test target is in it. With
+          ``train_on_val`` the training pairs are :math:`k \le n-2`, as in the DIN repository,
+          BARS and the peers' harness (every pair but the test one), and the graph is built
+          from :math:`s_1..s_{n-1}`: the validation pairs are then training pairs (an
+          in-sample number), and the test targets stay out of the graph.
         - ``"user"`` (res-embedding paper): users are split into train / validation / test by
           ``user_fractions`` (train, val; test gets the rest); every pair of a user goes to the
           user's split, and the graph is built from the training users' sequences.
@@ -230,10 +235,13 @@ def din_samples(
         split: ``"last"`` or ``"user"``.
         seed: Seed of the negative sampling and the user split.
         user_fractions: Fractions of users in train and validation for ``split="user"``.
+        train_on_val: ``split="last"``: train on the validation pairs too.
 
     Returns:
         :class:`SampleSplits`; ``train, val, test = din_samples(...)`` unpacks the samples.
     """
+    if train_on_val and split != "last":
+        raise ConfigError(f"data.train_on_val: only with data.split 'last', not {split!r}")
     if max_len < 1:
         raise ConfigError(f"data.max_len: must be >= 1, got {max_len}")
     rng = np.random.default_rng(seed)
@@ -255,8 +263,9 @@ def din_samples(
     if split == "last":
         test = make(idx[k == n_of - 1][n_of[k == n_of - 1] >= 2])
         val = make(idx[(k == n_of - 2) & (k >= 1)])
-        train = make(idx[(k >= 1) & (k <= n_of - 3)])
-        in_graph = k <= n_of - 3  # s_1..s_{n-2}
+        last_train = n_of - (2 if train_on_val else 3)
+        train = make(idx[(k >= 1) & (k <= last_train)])
+        in_graph = k <= last_train  # s_1..s_{n-2} (s_1..s_{n-1} with train_on_val)
     elif split == "user":
         group_of = np.repeat(_split_users(rng, len(starts), user_fractions), lengths)
         train, val, test = (make(idx[(k >= 1) & (group_of == g)]) for g in range(3))

@@ -190,7 +190,8 @@ def process(h: Mapping[str, Any], catalogue: Catalogue | None = None) -> Process
     if h["protocol"] == "movielens":
         splits = movielens_samples(data, max_len=h["max_len"], seed=h["seed"])
     else:
-        splits = din_samples(data, max_len=h["max_len"], split=h["split"], seed=h["seed"])
+        splits = din_samples(data, max_len=h["max_len"], split=h["split"], seed=h["seed"],
+                             train_on_val=h.get("train_on_val", False))
     if data.num_items < h["top_k"]:
         raise DataError(f"{data.source}: {data.num_items} items is fewer than "
                         f"data.top_k={h['top_k']}")

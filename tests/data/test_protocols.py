@@ -36,6 +36,36 @@ def test_din_last_split_hand_made():
     assert splits.graph_lengths.tolist() == [2, 1]
 
 
+def test_train_on_val_trains_on_every_pair_but_the_test_one():
+    # As the DIN repository, BARS and the peers: a trains on k=1, 2 (targets s2, s3), b on k=1.
+    splits = din_samples(toy(), max_len=2, split="last", seed=0, train_on_val=True)
+    train, val, test = splits
+    assert train.target[train.label == 1].tolist() == [2, 3, 5]
+    assert val.target[val.label == 1].tolist() == [3, 5]  # the same pairs, now in-sample
+    assert test.target[test.label == 1].tolist() == [4, 6]  # the test pairs do not move
+    # graph: s_1..s_{n-1}, so the test targets (4 and 6) stay out of it
+    assert splits.graph_items.tolist() == [1, 2, 3, 3, 5]
+    assert splits.graph_lengths.tolist() == [3, 2]
+    held_out = din_samples(toy(), max_len=2, split="last", seed=0)
+    assert len(train) == len(held_out.train) + len(held_out.val)
+    with pytest.raises(ConfigError, match="train_on_val: only with data.split 'last', not 'user'"):
+        din_samples(toy(), split="user", train_on_val=True)
+
+
+def test_train_on_val_is_a_data_option_and_part_of_the_cache_key(tmp_path):
+    from resemb_pl.data.datamodule import CTRDataModule
+
+    dms = [CTRDataModule(preset="tiny", cache_dir=str(tmp_path), train_on_val=flag)
+           for flag in (False, True)]
+    for dm in dms:
+        dm.setup("fit")
+    held_out, trained = (len(dm.samples("train")) for dm in dms)
+    assert trained == held_out + len(dms[0].samples("val"))
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2  # two caches, not one reused
+    with pytest.raises(ConfigError, match="train_on_val: only with data.split 'last' of the DIN"):
+        CTRDataModule(preset="tiny", split="user", train_on_val=True)
+
+
 def test_negatives_never_touched():
     data = generate("tiny", seed=0)
     touched = set(zip(data.frame.user_id, data.frame.item_id, strict=True))

@@ -108,9 +108,10 @@ def test_propagation_mode_compares_full_and_local_per_layer(bench, tmp_path, cap
         share, full, local, ratio, even = map(float, cells[-5:])
         assert 0 < share <= 1
         assert min(full, local) > 0
-        assert ratio == pytest.approx(local / full, abs=0.01)
+        # The columns are rounded to 0.01 ms, the ratio is of the unrounded times.
+        assert ratio == pytest.approx(local / full, rel=0.05, abs=0.02)
         # Local costs linearly in its edges: it breaks even at share * full / local.
-        assert even == pytest.approx(share / ratio, rel=0.05, abs=0.01)
+        assert even == pytest.approx(share / ratio, rel=0.05, abs=0.02)
     assert rows[0][0] + " " + rows[0][1] in capsys.readouterr().out
 
 

@@ -76,14 +76,12 @@ class CTRDataModule(LightningDataModule):
         seed: Seed of generation, negative sampling and splits.
         cache_dir: Where processed data is cached; ``None`` disables the cache. A complete
             cache is read without write access to the folder.
-        download: Official archive to fetch when ``path`` does not exist yet: ``ml-100k``,
-            ``ml-1m``, ``ml-20m`` (``path`` is then the folder to extract into) or
-            ``amazon:Electronics`` / ``amazon:Books`` (``path`` and ``meta_path`` are the
-            files to create).
+        download: Archive to fetch when ``path`` is missing: ``ml-100k``, ``ml-1m``,
+            ``ml-20m`` (into the folder ``path``) or ``amazon:Electronics`` / ``amazon:Books``
+            (the files ``path``, ``meta_path``).
         output: Where ``resemb-pl predict`` writes the CTR probabilities (parquet).
-        columns: ``interactions`` and ``impressions``: our roles -> the file's column names,
-            where they differ, e.g. ``{user_id: uid, item_id: adgroup_id, label: clk,
-            timestamp: time_stamp, category_id: cate_id}`` (``label`` for impressions only).
+        columns: ``interactions``, ``impressions``: our roles -> the file's column names,
+            e.g. ``{user_id: uid, item_id: adgroup_id, label: clk}`` (label: impressions).
         time_fractions: ``split: time``: the shares of impressions in training and validation;
             validation and test start at these quantiles of the times (test gets the rest).
         val_from: ``split: time``: where validation starts instead, a time in the log's unit
@@ -91,8 +89,7 @@ class CTRDataModule(LightningDataModule):
         test_from: ``split: time``: where test starts.
         sample_negatives: ``impressions``: add this many sampled negatives (items the user was
             never shown) per click, for logs that hold clicks only.
-        train_on_val: ``split: last``: also train on the validation pairs (every pair but the
-            test one, as DIN's code, BARS and the peers); validation is then in-sample.
+        train_on_val: ``split: last``: train on the validation pairs too (as DIN's code).
 
     Example::
 

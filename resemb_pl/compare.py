@@ -241,8 +241,10 @@ def train_and_test(argv: list[str]) -> dict[str, Any]:
     ckpt = best_auc_checkpoint(trainer)
     # A run that never validated (a step budget) has no best checkpoint: its weights are tested.
     best = ckpt.best_model_path or None
-    (result,) = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)
+    # Before testing: loading the best checkpoint restores the callbacks' state of that epoch,
+    # when EarlyStopping had not stopped yet.
     stopped = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks)
+    (result,) = trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)
     score = ckpt.best_model_score
     return {
         **{k: float(result[f"test/{k}"]) for k in METRICS},

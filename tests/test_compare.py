@@ -158,6 +158,19 @@ def test_compare_killed_then_resumed_writes_the_table_and_the_hparams(tmp_path, 
 
 
 # -- the table, on hand-made rows ---------------------------------------------------------------
+def test_a_run_stopped_by_patience_says_so(tmp_path, monkeypatch, capsys):
+    # lr 0: the validation AUC never improves after the first epoch, so patience 1 stops the
+    # run after the second of 5 epochs, and the best (first) checkpoint is tested.
+    monkeypatch.chdir(tmp_path)
+    main(["compare", "--data", TINY, "--models", DIN_PLAIN, "--seeds", "0", "--out", "out",
+          "--patience", "1", "--trainer.max_epochs", "5", "--trainer.limit_train_batches", "2",
+          "--model.optimizer.init_args.lr", "0", "--trainer.enable_progress_bar", "false",
+          "--trainer.enable_model_summary", "false", f"--data.cache_dir={tmp_path / 'cache'}"])
+    (row,) = rows_of(tmp_path / "out" / "results.csv")
+    assert (row["epochs"], row["stopped_early"]) == ("2", "True")
+    assert "epoch0-" in row["checkpoint"]
+
+
 def test_compare_table_mean_std_rela_impr_and_wins():
     rows = [
         {"model": "a", "seed": "0", "auc": "0.70", "gauc": "0.60", "logloss": "0.50"},

@@ -45,11 +45,7 @@ def coverage(dm: CTRDataModule) -> dict:
     train = dm.samples("train")
     seen = np.zeros(size, dtype=bool)
     seen[train.target] = True
-    # History items: the positions of seq inside some training history (a difference array).
-    cover = np.zeros(len(train.seq) + 1, dtype=np.int64)
-    np.add.at(cover, train.hist_start, 1)
-    np.add.at(cover, train.hist_start + train.hist_len, -1)
-    seen[train.seq[np.cumsum(cover[:-1]) > 0]] = True
+    seen[train.seq[train.history_cover() > 0]] = True  # the items of training histories
     row = {"items": dm.num_items, "edges": int(graph.edge_index.size(1)),
            "covered": float((in_degree[1:] > 0).mean())}
     for stage in ("train", "test"):

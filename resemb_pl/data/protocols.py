@@ -53,6 +53,14 @@ class Samples:
             self.seq, *(getattr(self, f.name)[index] for f in fields(self) if f.name != "seq")
         )
 
+    def history_cover(self) -> np.ndarray:
+        """How many samples' histories cover each position of ``seq`` (``len(seq)``,), by a
+        difference array: item occurrences in histories without materialising them."""
+        cover = np.zeros(len(self.seq) + 1, dtype=np.int64)
+        np.add.at(cover, self.hist_start, 1)
+        np.add.at(cover, self.hist_start + self.hist_len, -1)
+        return np.cumsum(cover[:-1])
+
     def history(self, i: int) -> np.ndarray:
         """The history of sample ``i``, oldest first."""
         return self.seq[self.hist_start[i] : self.hist_start[i] + self.hist_len[i]]

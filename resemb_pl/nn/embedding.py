@@ -156,18 +156,14 @@ class PlainEmbedding(ItemEmbedding):
     def set_item_counts(self, samples) -> None:
         """Set :math:`n_j` for ``l2_mode="mba"``: occurrences of item ``j`` in ``samples``.
 
-        ``samples`` has the arrays ``seq``, ``hist_start``, ``hist_len`` and ``target`` of the
-        data layer's samples (histories as slices ``seq[hist_start : hist_start + hist_len]``
-        and a ``target`` per sample).
+        ``samples`` are the data layer's :class:`~resemb_pl.data.protocols.Samples`: items
+        count in histories (:meth:`~resemb_pl.data.protocols.Samples.history_cover`) and as
+        targets.
         """
         if self.l2_mode != "mba":
             return
-        # How many histories cover each position of seq: a difference array, then a cumsum.
-        cover = np.zeros(len(samples.seq) + 1, dtype=np.int64)
-        np.add.at(cover, samples.hist_start, 1)
-        np.add.at(cover, samples.hist_start + samples.hist_len, -1)
         size = self.num_items + 1
-        counts = np.bincount(samples.seq, weights=np.cumsum(cover[:-1]), minlength=size)
+        counts = np.bincount(samples.seq, weights=samples.history_cover(), minlength=size)
         counts += np.bincount(samples.target, minlength=size)
         self.item_count = torch.from_numpy(counts[:size]).clamp_min(1).to(self.item_count)
 

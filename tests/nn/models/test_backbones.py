@@ -169,12 +169,13 @@ def test_pnn_product_widths_and_bad_product():
 def test_mini_batch_aware_l2_weights_each_batch_item_by_its_frequency():
     emb = PlainEmbedding(4, 2, l2=0.5, l2_mode="mba")
 
-    class Samples:  # seq [1, 2, 3]; histories [1], [1, 2]; targets 2, 3
-        seq = np.array([1, 2, 3])
-        hist_start, hist_len = np.array([0, 0]), np.array([1, 2])
-        target = np.array([2, 3])
+    from resemb_pl.data.protocols import Samples
 
-    emb.set_item_counts(Samples)
+    # seq [1, 2, 3]; histories [1], [1, 2]; targets 2, 3
+    samples = Samples(seq=np.array([1, 2, 3]), hist_start=np.array([0, 0]),
+                      hist_len=np.array([1, 2]), target=np.array([2, 3]),
+                      label=np.ones(2), user=np.zeros(2, dtype=np.int64))
+    emb.set_item_counts(samples)
     assert emb.item_count.tolist() == [1, 2, 2, 1, 1]
     with torch.no_grad():
         emb.table.weight.copy_(torch.tensor([[0, 0], [1, 1], [2, 0], [0, 3], [5, 5.0]]))

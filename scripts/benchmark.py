@@ -412,14 +412,28 @@ class ThroughputMeter(Callback):
         return sum(self.sizes[first:]) / (self.ends[-1] - self.ends[first - 1])
 
 
-def e2e_run(model: str, data_args: list[str], args: argparse.Namespace) -> tuple[float, dict]:
-    """Samples/s of one ``resemb-pl fit``-built run, and its data module's counts."""
+def build_cli(model_file: str, data_args: list[str], args: argparse.Namespace,
+              options: list[str], **kwargs):
+    """``ResembCLI`` (not run) as ``resemb-pl fit`` builds it from ``configs/model/<model_file>``,
+    the data options, ``--cache-dir`` and ``--batch-size``, and more ``options``."""
     from resemb_pl.cli import ResembCLI
 
+    options = [f"--model={ROOT / 'configs' / 'model' / model_file}", *data_args,
+               f"--data.cache_dir={args.cache_dir}", "--seed_everything=0", *options]
+    if args.batch_size is not None:
+        options.append(f"--data.batch_size={args.batch_size}")
+    with warnings.catch_warnings():
+        # ResembCLI reads ``options``, not this script's own command line.
+        warnings.filterwarnings("ignore", message=".*args parameter is intended")
+        return ResembCLI(CTRTask, CTRDataModule, auto_configure_optimizers=False, run=False,
+                         save_config_callback=None, parser_kwargs={"exit_on_error": False},
+                         args=options, **kwargs)
+
+
+def e2e_run(model: str, data_args: list[str], args: argparse.Namespace) -> tuple[float, dict]:
+    """Samples/s of one ``resemb-pl fit``-built run, and its data module's counts."""
     meter = ThroughputMeter()
     options = [
-        f"--model={ROOT / 'configs' / 'model' / E2E_MODELS[model]}", *data_args,
-        f"--data.cache_dir={args.cache_dir}", "--seed_everything=0",
         f"--trainer.accelerator={'gpu' if args.device.startswith('cuda') else 'cpu'}",
         "--trainer.devices=1", "--trainer.max_epochs=-1",
         f"--trainer.max_steps={args.warmup + args.steps}", "--trainer.limit_val_batches=0",
@@ -427,14 +441,8 @@ def e2e_run(model: str, data_args: list[str], args: argparse.Namespace) -> tuple
         "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]
-    if args.batch_size is not None:
-        options.append(f"--data.batch_size={args.batch_size}")
-    with warnings.catch_warnings():
-        # ResembCLI reads ``options``, not this script's own command line.
-        warnings.filterwarnings("ignore", message=".*args parameter is intended")
-        cli = ResembCLI(CTRTask, CTRDataModule, auto_configure_optimizers=False, run=False,
-                        save_config_callback=None, trainer_defaults={"callbacks": [meter]},
-                        parser_kwargs={"exit_on_error": False}, args=options)
+    cli = build_cli(E2E_MODELS[model], data_args, args, options,
+                    trainer_defaults={"callbacks": [meter]})
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     dm = cli.datamodule
     counts = {"items": dm.num_items, "train": len(dm.datasets["train"]),
@@ -490,7 +498,11 @@ def format_end_to_end(rows: list[dict], args: argparse.Namespace) -> str:
 def end_to_end(args: argparse.Namespace) -> None:
     if args.steps < 1 or args.warmup < 0 or args.repeats < 1:
         raise ConfigError("--steps and --repeats must be >= 1 and --warmup >= 0")
-    text = format_end_to_end(bench_end_to_end(args), args)
+    print_table(format_end_to_end(bench_end_to_end(args), args), args)
+
+
+def print_table(text: str, args: argparse.Namespace) -> None:
+    """Print ``text``; with ``--out``, also write it there after the command that made it."""
     print(text, end="", flush=True)
     if args.out:
         with atomic_open(args.out, "w") as fh:
@@ -509,7 +521,6 @@ def bench_propagation(args: argparse.Namespace) -> str:
     printed break-even share of the graph's edges (``LOCAL_SHARE``,
     :mod:`resemb_pl.nn.conv.capabilities`).
     """
-    from resemb_pl.cli import ResembCLI
     from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv
 
     lines = [f"propagation: ResEmbedding forward + backward on a batch's item ids (target and "
@@ -520,17 +531,7 @@ def bench_propagation(args: argparse.Namespace) -> str:
              f"{'full ms':>8} {'local ms':>9} {'local/full':>10} {'break-even share':>17}"]
     for name in args.data:
         label, data_args = e2e_data_args(name)
-        options = [f"--model={ROOT / 'configs' / 'model' / 'din_gcn.yaml'}", *data_args,
-                   f"--data.cache_dir={args.cache_dir}", "--seed_everything=0",
-                   "--trainer.logger=false"]
-        if args.batch_size is not None:
-            options.append(f"--data.batch_size={args.batch_size}")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*args parameter is intended")
-            cli = ResembCLI(CTRTask, CTRDataModule, auto_configure_optimizers=False, run=False,
-                            save_config_callback=None, parser_kwargs={"exit_on_error": False},
-                            args=options)
-        dm = cli.datamodule
+        dm = build_cli("din_gcn.yaml", data_args, args, ["--trainer.logger=false"]).datamodule
         dm.prepare_data()
         dm.setup("fit")
         loader = iter(dm.train_dataloader())
@@ -613,12 +614,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.propagation:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        text = bench_propagation(args)
-        print(text, end="", flush=True)
-        if args.out:
-            with atomic_open(args.out, "w") as fh:
-                fh.write(f"$ python scripts/benchmark.py {' '.join(args.argv)}\n{text}")
-            print(f"wrote {args.out}")
+        print_table(bench_propagation(args), args)
         return
     if args.end_to_end:
         if args.threads is not None:

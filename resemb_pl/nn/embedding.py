@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -15,7 +14,7 @@ from torch_geometric.nn import MessagePassing
 
 from resemb_pl.errors import CheckpointError, ConfigError, require
 from resemb_pl.nn.conv import MeanConv, capabilities
-from resemb_pl.nn.conv.spmm import Transpose, compiled_scatter, transpose, with_transpose
+from resemb_pl.nn.conv.spmm import Transpose, compiled_scatter, csr_adjacency, transpose
 from resemb_pl.nn.subgraph import distinct, in_edges, in_subgraph
 
 ConvFactory = Callable[[int, int], MessagePassing]
@@ -359,12 +358,10 @@ class ResEmbedding(ItemEmbedding):
             e, count, _ = in_edges(self.rowptr, rows)
             crow = torch.zeros(rows.numel() + 1, dtype=torch.long, device=rows.device)
             torch.cumsum(count, 0, out=crow[1:])
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                col = self.edge_index[0].index_select(0, e)
-                adj_t = torch.sparse_csr_tensor(crow, col, self.edge_weight.index_select(0, e),
-                                                (rows.numel(), self.num_items + 1))
-            with_transpose(adj_t, transpose(crow, col, self.num_items + 1))
+            col = self.edge_index[0].index_select(0, e)
+            adj_t = csr_adjacency(crow, col, self.edge_weight.index_select(0, e),
+                                  (rows.numel(), self.num_items + 1),
+                                  transpose(crow, col, self.num_items + 1))
             x = self.basis.weight
             kwargs, _ = self._calls[0]
             return self.convs[0]((x, x.index_select(0, rows)), adj_t, **kwargs)
@@ -382,12 +379,8 @@ class ResEmbedding(ItemEmbedding):
         """Run the layers on a graph whose edges are sorted by target with row pointer
         ``rowptr`` (one entry per node of ``x``, plus one), and its transpose if known."""
         if self._csr:
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                adj_t = torch.sparse_csr_tensor(rowptr, edge_index[0], edge_weight,
-                                                (x.size(0), x.size(0)))
-            if graph_t is not None:
-                with_transpose(adj_t, graph_t)
+            adj_t = csr_adjacency(rowptr, edge_index[0], edge_weight, (x.size(0), x.size(0)),
+                                  graph_t)
             with compiled_scatter(self._fused):
                 for conv, (kwargs, _) in zip(self.convs, self._calls, strict=True):
                     x = conv(x, adj_t, **kwargs)

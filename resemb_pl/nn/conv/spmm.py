@@ -64,6 +64,16 @@ def transpose(crow: Tensor, col: Tensor, num_sources: int) -> Transpose:
     return Transpose(ptr, row.index_select(0, perm), perm)
 
 
+def csr_adjacency(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int],
+                  t: Transpose | None = None) -> Tensor:
+    """A ``torch.sparse_csr_tensor`` (without PyTorch's "beta" warning), with the transpose
+    ``t`` attached when given (:func:`with_transpose`)."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        adj_t = torch.sparse_csr_tensor(crow, col, values, shape)
+    return adj_t if t is None else with_transpose(adj_t, t)
+
+
 def with_transpose(adj_t: Tensor, t: Transpose) -> Tensor:
     """Attach ``t``, the :func:`transpose` of the CSR ``adj_t``, for :func:`spmm` and
     :func:`sddmm` to run their backward passes over; returns ``adj_t``."""
@@ -221,11 +231,8 @@ def attend(adj_t: Tensor, x: Tensor, x_dst: Tensor | None = None) -> Tensor:
 def _edge_dots(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """``a[i] . b[j]`` for every edge ``j -> i`` in CSR order, without gathering the rows
     (:func:`torch.sparse.sampled_addmm`, one pass; 3x the gather-multiply-sum on a CPU)."""
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        pattern = torch.sparse_csr_tensor(crow, col, a.new_zeros(col.numel()),
-                                          (a.size(0), b.size(0)))
-        return torch.sparse.sampled_addmm(pattern, a, b.t(), beta=0.0).values()
+    pattern = csr_adjacency(crow, col, a.new_zeros(col.numel()), (a.size(0), b.size(0)))
+    return torch.sparse.sampled_addmm(pattern, a, b.t(), beta=0.0).values()
 
 
 class _Attend(torch.autograd.Function):

@@ -57,7 +57,8 @@ class CTRDataModule(LightningDataModule):
             :mod:`resemb_pl.data.requests`; for ``predict`` only), or a name registered with
             :func:`~resemb_pl.data.sources.register_source`.
         path: The file or folder of a non-synthetic source.
-        meta_path: The Amazon ``meta_<Category>.json(.gz)`` (optional).
+        meta_path: The Amazon ``meta_<Category>.json(.gz)``, or for ``interactions`` an item
+            table (parquet or csv) whose categories replace the events' (optional).
         on_bad_line: Amazon files: ``error`` stops at a malformed line, ``skip`` skips such
             lines and logs how many.
         preset: Synthetic preset: ``tiny``, ``small``, ``electronics`` or ``books``.

@@ -53,8 +53,8 @@ def _official(name: str, **fixed: str) -> Reader:
         kwargs: dict[str, Any] = {}
         if name == "amazon":
             kwargs = {"meta_path": h.get("meta_path"), "on_bad_line": h.get("on_bad_line")}
-        elif name == "interactions" and h.get("columns"):
-            kwargs = {"columns": dict(h["columns"])}
+        elif name == "interactions":
+            kwargs = {"columns": dict(h.get("columns") or {}), "items_path": h.get("meta_path")}
         return read_source(name, h["path"], **kwargs)
 
     return read

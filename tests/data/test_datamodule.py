@@ -70,6 +70,30 @@ def test_cache_follows_file_contents(tmp_path):
     assert dm.fingerprint() != key
 
 
+def test_interactions_meta_path_replaces_categories(tmp_path):
+    """``data.meta_path`` of ``interactions``: the item table's categories win; in the key."""
+    import pandas as pd
+
+    path = tmp_path / "events.csv"
+    rows = [(u, i, 1, t) for u in range(30) for t, i in enumerate(np.arange(5) + u % 7 + 1)]
+    pd.DataFrame(rows, columns=["user_id", "item_id", "category_id", "timestamp"]).to_csv(path)
+    items = tmp_path / "items.csv"
+    pd.DataFrame({"item_id": np.arange(1, 12), "top": np.arange(1, 12) % 2}).to_csv(items)
+    plain = CTRDataModule(source="interactions", path=str(path), cache_dir=str(tmp_path / "c"))
+    plain.prepare_data()
+    plain.setup("fit")
+    assert plain.num_categories == 1
+    dm = CTRDataModule(source="interactions", path=str(path), meta_path=str(items),
+                       columns={"category_id": "top"}, cache_dir=str(tmp_path / "c"))
+    assert dm.fingerprint() != plain.fingerprint()
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.num_categories == 2
+    vocab = dm.catalogue.item_vocab
+    cats = dm.catalogue.category_vocab[dm.item_category[1:] - 1].astype(int)
+    assert (cats == vocab.astype(int) % 2).all()  # each item's own row of the table
+
+
 def test_bad_arguments():
     with pytest.raises(ConfigError, match="data.path: required for source 'interactions'"):
         CTRDataModule(source="interactions")

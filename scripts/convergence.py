@@ -16,6 +16,10 @@ so the same command resumes where it stopped and a wider grid trains only the ne
    best regularised plain (L2 or MBA, whichever has the higher mean validation AUC), the seeds
    won against it and the epochs each run took.
 
+``--collect reports/convergence`` then writes ``reports/convergence/summary.md``: one row per
+data set (plain, the best regularised plain, each res-embedding, the best res-embedding by
+validation AUC against that baseline).
+
 Every run early-stops on ``val/auc`` after ``--patience`` validations without improvement and is
 tested at its best-validation checkpoint; other ``--trainer.*``, ``--data.*`` and ``--model.*``
 options go to every run (the cap, ``--trainer.val_check_interval 0.5``, a batch size).
@@ -84,8 +88,8 @@ def write_models(out: Path, title: str, grid: dict[str, list[str]]) -> dict[str,
     return paths
 
 
-def read_rows(folder: Path) -> list[dict[str, str]]:
-    with open(folder / "results.csv", newline="") as fh:
+def read_rows(folder: Path, name: str = "results.csv") -> list[dict[str, str]]:
+    with open(folder / name, newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -158,9 +162,9 @@ def _pct(value: float | None) -> str:
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="convergence", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, type=Path, help="a data config")
-    p.add_argument("--title", required=True, help="the data set's name in the configs' header")
-    p.add_argument("--out", required=True, type=Path, help="reports/convergence/<data set>")
+    p.add_argument("--data", type=Path, help="a data config")
+    p.add_argument("--title", help="the data set's name in the configs' header")
+    p.add_argument("--out", type=Path, help="reports/convergence/<data set>")
     p.add_argument("--l2", nargs="*", default=["0.01", "0.1", "1"], help="table L2 values")
     p.add_argument("--mba", nargs="*", default=["0.001", "0.01", "0.1"], help="MBA values")
     p.add_argument("--res", nargs="*", default=["0.006", "1", "100"],
@@ -169,12 +173,21 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--tune-seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--patience", type=int, default=2)
-    p.add_argument("--stage", choices=["tune", "final", "all"], default="all")
+    p.add_argument("--tune-only", action="store_true", help="stop after the tuning stage")
+    p.add_argument("--collect", type=Path, metavar="ROOT",
+                   help="instead: one row per data set from ROOT/*/summary.csv into "
+                        "ROOT/summary.md")
     return p
 
 
 def run(argv: list[str]) -> list[dict] | None:
-    args, extra = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.collect:
+        return collect(args.collect)
+    for key in ("data", "title", "out"):
+        if getattr(args, key) is None:
+            parser.error(f"--{key} is required (or --collect)")
     parse_args(["--data", str(args.data), "--models", "-", *extra])  # bad extras: nothing written
     for values, key in ((args.l2, "--l2"), (args.mba, "--mba"), (args.res, "--res")):
         for value in values:
@@ -196,7 +209,7 @@ def run(argv: list[str]) -> list[dict] | None:
     chosen, table = choose(read_rows(tuning), paths)
     write_table(tuning / "chosen.md", table, list(table[0]),
                 f"{args.title}: tuning on seed {args.tune_seed}, chosen by validation AUC")
-    if args.stage == "tune":
+    if args.tune_only:
         return None
     final = args.out / "final"
     if args.tune_seed in args.seeds:
@@ -211,6 +224,37 @@ def run(argv: list[str]) -> list[dict] | None:
     write_table(args.out / "summary.md", table, list(table[0]), title)
     with open(args.out / "summary.md") as fh:
         print(fh.read())
+    return table
+
+
+def collect(root: Path) -> list[dict]:
+    """One row per ``root/<data set>/summary.csv``: plain, the best regularised plain and each
+    res-embedding (test AUC mean ± std), and the best res-embedding against that baseline."""
+    table = []
+    for path in sorted(root.glob("*/summary.csv")):
+        rows = read_rows(path.parent, "summary.csv")
+        family = {r["model"].split("_")[1]: r for r in rows}
+        base = next((k for k in rows[0] if k.startswith("RelaImpr vs din_")), None)
+        reg = base.removeprefix("RelaImpr vs ") if base else None
+        entry = {"data set": path.parent.name, "runs per model": rows[0]["runs"],
+                 "plain": family["plain"]["test AUC"],
+                 "best regularised plain": (f"{reg.removeprefix('din_')}: "
+                                            + next(r["test AUC"] for r in rows
+                                                   if r["model"] == reg)) if reg else "–"}
+        res = [r for r in rows if r["model"].split("_")[1] in CONVS]
+        for conv in CONVS:
+            r = family.get(conv)
+            entry[conv.upper()] = f"λ={r['model'].split('_')[2]}: {r['test AUC']}" if r else "–"
+        if reg and res:
+            best = max(res, key=lambda r: float(r["val AUC"]))
+            entry["best res (by val AUC) vs regularised"] = (
+                f"{best['model']}: {best[base]}, seeds won {best[f'seeds won vs {reg}']}")
+        table.append(entry)
+    if table:
+        columns = list(dict.fromkeys(k for r in table for k in r))
+        write_table(root / "summary.md", table, columns,
+                    "At convergence: test AUC (mean ± std over seeds) of each data set's "
+                    "chosen settings")
     return table
 
 

@@ -129,3 +129,11 @@ def test_the_three_stages_on_tiny_data(conv, tmp_path, capsys):
     assert summary[2]["seeds won vs din_l2_1"] in ("0/2", "1/2", "2/2")
     assert "convergence.py" in (out / "command.txt").read_text()
     assert "| din_gcn_1 |" in capsys.readouterr().out
+    conv.main(["--collect", str(tmp_path)])
+    (entry,) = conv.read_rows(tmp_path, "summary.csv")
+    assert entry["data set"] == "tiny"
+    assert entry["plain"] == summary[0]["test AUC"]
+    assert entry["best regularised plain"] == f"l2_1: {summary[1]['test AUC']}"
+    assert entry["GCN"] == f"λ=1: {summary[2]['test AUC']}"
+    assert entry["AVG"] == "–"
+    assert entry["best res (by val AUC) vs regularised"].startswith("din_gcn_1: ")

@@ -10,7 +10,9 @@ so the same command resumes where it stopped and a wider grid trains only the ne
 1. ``models/``: one DIN model config per family and value: ``din_plain``, ``din_l2_<λ>`` (table
    L2), ``din_mba_<λ>`` (DIN's mini-batch aware L2) and ``din_<conv>_<λ>`` res-embeddings.
 2. ``tuning/``: every config on ``--tune-seed``; each family's value with the best validation
-   AUC is chosen (``tuning/chosen.md``). Test metrics are never used to choose.
+   AUC is chosen (``tuning/chosen.md``). Test metrics are never used to choose. With
+   ``--extend N``, a family whose best value is the edge of its grid gets the next value
+   (ten times beyond) and is tuned again, up to N times.
 3. ``final/``: plain and the chosen configs over ``--seeds``; ``summary.md`` / ``summary.csv``
    tabulate mean ± std of test AUC, GAUC and logloss, RelaImpr against plain and against the
    best regularised plain (L2 or MBA, whichever has the higher mean validation AUC), the seeds
@@ -120,6 +122,23 @@ def reuse_tuning(tuning: Path, final: Path, names: set[str], seed: int) -> None:
         writer.writerows(rows + new)
 
 
+def extend(grid: dict[str, list], chosen: dict[str, str]) -> dict[str, list]:
+    """``grid`` with one more value, ten times beyond, for each family whose chosen value is
+    the largest or smallest of its values (an optimum at the edge is not known to be one)."""
+    wider = {}
+    for family, values in grid.items():
+        wider[family] = list(values)
+        if family == "plain" or len(values) < 2:
+            continue
+        value = chosen[family].split("_", 2)[2]
+        numbers = sorted(float(v) for v in values)
+        if float(value) == numbers[-1]:
+            wider[family].append(f"{numbers[-1] * 10:g}")
+        elif float(value) == numbers[0]:
+            wider[family].insert(0, f"{numbers[0] / 10:g}")
+    return wider
+
+
 def choose(rows: list[dict[str, str]], paths: dict[str, list[Path]]) -> tuple[dict, list[dict]]:
     """Each family's config with the best validation AUC, and the table of ``chosen.md``."""
     val = {r["model"]: float(r["best_val_auc"]) for r in rows}
@@ -143,17 +162,29 @@ def summary(rows: list[dict[str, str]], names: list[str], seeds: list[int]) -> l
     vs_reg = compare_table(rows, names, seeds, baseline=best_reg) if best_reg else vs_plain
     table = []
     for a, b in zip(vs_plain, vs_reg, strict=True):
-        epochs = [int(r["epochs"]) for r in rows if r["model"] == a["model"]]
-        table.append({
-            "model": a["model"], "runs": a["n"], "val AUC": f"{val[a['model']]:.4f}",
-            "test AUC": a["auc"], "test GAUC": a["gauc"], "test logloss": a["logloss"],
-            "RelaImpr vs plain": _pct(a["rela_impr"]),
-            f"RelaImpr vs {best_reg}": _pct(b["rela_impr"]) if best_reg else "–",
-            f"seeds won vs {best_reg}": (f"{b['wins']}/{b['paired']}"
-                                         if best_reg and b["wins"] is not None else "–"),
-            "epochs": "/".join(map(str, epochs)),
-        })
+        name = a["model"]
+        entry = {"model": name, "runs": a["n"], "val AUC": f"{val[name]:.4f}",
+                 "test AUC": a["auc"], "test GAUC": a["gauc"], "test logloss": a["logloss"],
+                 "RelaImpr vs plain": _pct(a["rela_impr"]),
+                 "seeds won vs plain": seeds_won(rows, name, names[0], seeds)}
+        if best_reg:
+            entry[f"RelaImpr vs {best_reg}"] = _pct(b["rela_impr"])
+            entry[f"seeds won vs {best_reg}"] = seeds_won(rows, name, best_reg, seeds)
+        entry["epochs"] = "/".join(str(r["epochs"]) for r in rows if r["model"] == name)
+        table.append(entry)
     return table
+
+
+def seeds_won(rows: list[dict[str, str]], name: str, base: str, seeds: list[int]) -> str:
+    """``"w/n AUC, w/n GAUC"``: the seeds, among the ``n`` both ran, where ``name`` tests
+    higher than ``base``; ``–`` for the baseline itself."""
+    if name == base:
+        return "–"
+    score = {(r["model"], int(r["seed"]), m): float(r[m]) for r in rows for m in ("auc", "gauc")}
+    paired = [s for s in seeds if (name, s, "auc") in score and (base, s, "auc") in score]
+    return ", ".join(
+        f"{sum(score[(name, s, m)] > score[(base, s, m)] for s in paired)}/{len(paired)} {label}"
+        for m, label in (("auc", "AUC"), ("gauc", "GAUC")))
 
 
 def _pct(value: float | None) -> str:
@@ -173,6 +204,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--tune-seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--extend", type=int, default=0, metavar="N",
+                   help="up to N times, add a value beyond the edge of each family's grid "
+                        "where its best value lies, and tune again (default 0)")
     p.add_argument("--tune-only", action="store_true", help="stop after the tuning stage")
     p.add_argument("--collect", type=Path, metavar="ROOT",
                    help="instead: one row per data set from ROOT/*/summary.csv into "
@@ -189,6 +223,8 @@ def run(argv: list[str]) -> list[dict] | None:
         if getattr(args, key) is None:
             parser.error(f"--{key} is required (or --collect)")
     parse_args(["--data", str(args.data), "--models", "-", *extra])  # bad extras: nothing written
+    if args.extend < 0:
+        raise ConfigError(f"--extend: must be >= 0, got {args.extend}")
     for values, key in ((args.l2, "--l2"), (args.mba, "--mba"), (args.res, "--res")):
         for value in values:
             try:
@@ -199,14 +235,20 @@ def run(argv: list[str]) -> list[dict] | None:
                                   ) from None
     grid = {"plain": [None], "l2": args.l2, "mba": args.mba,
             **dict.fromkeys(args.convs, args.res)}
-    paths = write_models(args.out, args.title, {k: v for k, v in grid.items() if v})
+    grid = {k: v for k, v in grid.items() if v}
     append_command(args.out, shlex.join(["python", "scripts/convergence.py", *argv]))
     common = ["--data", str(args.data), "--patience", str(args.patience), *extra]
     tuning = args.out / "tuning"
-    everything = [str(p) for fam in paths.values() for p in fam]
-    compare(["--models", *everything, "--seeds", str(args.tune_seed), "--out", str(tuning),
-             *common])
-    chosen, table = choose(read_rows(tuning), paths)
+    for _ in range(args.extend + 1):
+        paths = write_models(args.out, args.title, grid)
+        everything = [str(p) for fam in paths.values() for p in fam]
+        compare(["--models", *everything, "--seeds", str(args.tune_seed), "--out", str(tuning),
+                 *common])
+        chosen, table = choose(read_rows(tuning), paths)
+        wider = extend(grid, {family: p.stem for family, p in chosen.items()})
+        if wider == grid:
+            break
+        grid = wider
     write_table(tuning / "chosen.md", table, list(table[0]),
                 f"{args.title}: tuning on seed {args.tune_seed}, chosen by validation AUC")
     if args.tune_only:
@@ -245,10 +287,12 @@ def collect(root: Path) -> list[dict]:
         for conv in CONVS:
             r = family.get(conv)
             entry[conv.upper()] = f"λ={r['model'].split('_')[2]}: {r['test AUC']}" if r else "–"
-        if reg and res:
+        if res:
             best = max(res, key=lambda r: float(r["val AUC"]))
-            entry["best res (by val AUC) vs regularised"] = (
-                f"{best['model']}: {best[base]}, seeds won {best[f'seeds won vs {reg}']}")
+            entry["best res (by val AUC) vs plain"] = (
+                f"{best['model']}: {best['RelaImpr vs plain']}, won {best['seeds won vs plain']}")
+            if reg:
+                entry["vs regularised"] = (f"{best[base]}, won {best[f'seeds won vs {reg}']}")
         table.append(entry)
     if table:
         columns = list(dict.fromkeys(k for r in table for k in r))

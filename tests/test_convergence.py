@@ -60,18 +60,23 @@ def test_summary_against_plain_and_the_best_regularised(conv):
     rows = [row("din_plain", 0, 0.70, 0.60, 4), row("din_plain", 1, 0.72, 0.60, 5),
             row("din_l2_1", 0, 0.76, 0.61), row("din_l2_1", 1, 0.76, 0.61),
             row("din_mba_1", 0, 0.74, 0.62), row("din_mba_1", 1, 0.76, 0.62),
-            row("din_gcn_100", 0, 0.75, 0.63, 2), row("din_gcn_100", 1, 0.75, 0.63, 6)]
+            row("din_gcn_100", 0, 0.75, 0.63, 2), row("din_gcn_100", 1, 0.75, 0.63, 6, gauc="0.70")]
     names = ["din_plain", "din_l2_1", "din_mba_1", "din_gcn_100"]
     table = {r["model"]: r for r in conv.summary(rows, names, [0, 1])}
     gcn = table["din_gcn_100"]
     assert gcn["RelaImpr vs plain"] == f"{rela_impr(0.75, 0.71):+.2f}%"
     assert gcn["RelaImpr vs din_mba_1"] == f"{rela_impr(0.75, 0.75):+.2f}%"
-    assert gcn["seeds won vs din_mba_1"] == "1/2"
+    assert gcn["seeds won vs din_mba_1"] == "1/2 AUC, 1/2 GAUC"
+    assert gcn["seeds won vs plain"] == "2/2 AUC, 1/2 GAUC"
     assert gcn["epochs"] == "2/6"
     assert gcn["test AUC"] == "0.7500 ± 0.0000"
     assert table["din_mba_1"]["RelaImpr vs din_mba_1"] == "baseline"
     assert table["din_plain"]["RelaImpr vs plain"] == "baseline"
-    assert table["din_plain"]["seeds won vs din_mba_1"] == "0/2"
+    assert table["din_plain"]["seeds won vs din_mba_1"] == "0/2 AUC, 0/2 GAUC"
+    assert table["din_plain"]["seeds won vs plain"] == "–"
+    assert list(conv.summary(rows, ["din_plain", "din_gcn_100"], [0, 1])[1]) == [
+        "model", "runs", "val AUC", "test AUC", "test GAUC", "test logloss",
+        "RelaImpr vs plain", "seeds won vs plain", "epochs"]  # no regularised plain: no columns
 
 
 def test_tuning_runs_are_reused_only_with_the_same_settings(conv, tmp_path):
@@ -126,7 +131,7 @@ def test_the_three_stages_on_tiny_data(conv, tmp_path, capsys):
     with open(out / "summary.csv", newline="") as fh:
         summary = list(csv.DictReader(fh))
     assert [r["model"] for r in summary] == ["din_plain", "din_l2_1", "din_gcn_1"]
-    assert summary[2]["seeds won vs din_l2_1"] in ("0/2", "1/2", "2/2")
+    assert summary[2]["seeds won vs din_l2_1"].endswith("/2 GAUC")
     assert "convergence.py" in (out / "command.txt").read_text()
     assert "| din_gcn_1 |" in capsys.readouterr().out
     conv.main(["--collect", str(tmp_path)])
@@ -136,4 +141,16 @@ def test_the_three_stages_on_tiny_data(conv, tmp_path, capsys):
     assert entry["best regularised plain"] == f"l2_1: {summary[1]['test AUC']}"
     assert entry["GCN"] == f"λ=1: {summary[2]['test AUC']}"
     assert entry["AVG"] == "–"
-    assert entry["best res (by val AUC) vs regularised"].startswith("din_gcn_1: ")
+    assert entry["best res (by val AUC) vs plain"].startswith("din_gcn_1: ")
+    assert entry["vs regularised"].endswith("/2 GAUC")
+
+
+def test_extend_beyond_an_edge_only(conv):
+    grid = {"plain": [None], "l2": ["0.1", "1", "10"], "mba": ["0.1", "1", "10"],
+            "gcn": ["0.006", "1", "100"], "att": ["100"]}
+    chosen = {"plain": "din_plain", "l2": "din_l2_10", "mba": "din_mba_1",
+              "gcn": "din_gcn_0.006", "att": "din_att_100"}
+    assert conv.extend(grid, chosen) == {
+        "plain": [None], "l2": ["0.1", "1", "10", "100"], "mba": ["0.1", "1", "10"],
+        "gcn": ["0.0006", "0.006", "1", "100"], "att": ["100"]}
+    assert grid["l2"] == ["0.1", "1", "10"]  # not changed in place

@@ -1,3 +1,4 @@
+import importlib.util
 import logging
 import os
 import random
@@ -21,6 +22,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not found: real-data tests need ../shared/data")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script(name)``: ``scripts/<name>.py`` imported as a module (scripts are not a
+    package)."""
+    def load(name: str):
+        path = REPO / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"script_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

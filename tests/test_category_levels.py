@@ -1,6 +1,5 @@
 """scripts/category_levels.py on a hand-made S3-Rec item table."""
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
@@ -10,12 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def script():
-    path = ROOT / "scripts" / "category_levels.py"
-    spec = importlib.util.spec_from_file_location("category_levels", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("category_levels")
 
 
 def test_levels_by_hand(script, tmp_path, capsys):

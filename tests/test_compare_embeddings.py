@@ -1,5 +1,4 @@
 import csv
-import importlib.util
 import signal
 import subprocess
 import sys
@@ -11,14 +10,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "data" / "synthetic_tiny.yaml")
-
-
-def load_compare():
-    path = ROOT / "scripts" / "compare_embeddings.py"
-    spec = importlib.util.spec_from_file_location("script_compare_embeddings", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -33,12 +24,13 @@ def deterministic_undone(monkeypatch):
 
 
 @pytest.mark.usefixtures("deterministic_undone")
-def test_compare_writes_one_row_per_run_and_the_summary(tmp_path, monkeypatch, capsys):
+def test_compare_writes_one_row_per_run_and_the_summary(tmp_path, monkeypatch, capsys,
+                                                        load_script):
     monkeypatch.chdir(tmp_path)  # the data config's default cache folder lands here
     out = tmp_path / "compare" / "tiny.csv"
     argv = ["--data", TINY, "--epochs", "1", "--embeddings", "plain", "att", "--seeds", "0",
             "--accelerator", "cpu", "--out", str(out)]
-    assert load_compare().main(argv) == 0
+    assert load_script("compare_embeddings").main(argv) == 0
     with open(out, newline="") as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)
@@ -67,11 +59,11 @@ def test_compare_writes_one_row_per_run_and_the_summary(tmp_path, monkeypatch, c
     assert "| plain | 1 |" in (folder / "compare.md").read_text()
 
 
-def test_compare_bad_data_config_is_one_line_and_writes_nothing(tmp_path, capsys):
+def test_compare_bad_data_config_is_one_line_and_writes_nothing(tmp_path, capsys, load_script):
     bad = tmp_path / "bad.yaml"
     bad.write_text("source: synthetic\nno_such_argument: 1\n")
     out = tmp_path / "out.csv"
-    assert load_compare().main(["--data", str(bad), "--out", str(out)]) == 2
+    assert load_script("compare_embeddings").main(["--data", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("compare_embeddings: error:")
     assert "no_such_argument" in err
@@ -81,7 +73,8 @@ def test_compare_bad_data_config_is_one_line_and_writes_nothing(tmp_path, capsys
 
 
 @pytest.mark.usefixtures("deterministic_undone")
-def test_compare_killed_then_rerun_trains_only_the_missing_cells(tmp_path, monkeypatch, capsys):
+def test_compare_killed_then_rerun_trains_only_the_missing_cells(tmp_path, monkeypatch, capsys,
+                                                                 load_script):
     out = tmp_path / "compare" / "tiny.csv"
     argv = ["--data", TINY, "--epochs", "1", "--embeddings", "plain", "att", "--seeds",
             "0", "--accelerator", "cpu", "--out", str(out)]
@@ -106,7 +99,7 @@ def test_compare_killed_then_rerun_trains_only_the_missing_cells(tmp_path, monke
 
     # The same command again: the finished cells are kept as they were, the others train.
     monkeypatch.chdir(tmp_path)
-    assert load_compare().main(argv) == 0
+    assert load_script("compare_embeddings").main(argv) == 0
     assert "1 of 2 cells already done, skipping them" in capsys.readouterr().out
     rows = read_rows(results)
     assert [(r["model"], r["seed"]) for r in rows] == [("plain", "0"), ("att", "0")]

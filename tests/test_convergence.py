@@ -1,7 +1,6 @@
 """scripts/convergence.py: the configs it writes, the choice by validation AUC, the final table."""
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,8 @@ TINY = str(ROOT / "configs" / "data" / "synthetic_tiny.yaml")
 
 
 @pytest.fixture(scope="module")
-def conv():
-    path = ROOT / "scripts" / "convergence.py"
-    spec = importlib.util.spec_from_file_location("convergence", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def conv(load_script):
+    return load_script("convergence")
 
 
 def row(model, seed, auc, val, epochs=3, **extra):

@@ -196,8 +196,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--data", type=Path, help="a data config")
     p.add_argument("--title", help="the data set's name in the configs' header")
     p.add_argument("--out", type=Path, help="reports/convergence/<data set>")
-    p.add_argument("--l2", nargs="*", default=["0.01", "0.1", "1"], help="table L2 values")
-    p.add_argument("--mba", nargs="*", default=["0.001", "0.01", "0.1"], help="MBA values")
+    p.add_argument("--l2", nargs="*", default=["0.1", "1", "10"], help="table L2 values")
+    p.add_argument("--mba", nargs="*", default=["0.1", "1", "10"], help="MBA values")
     p.add_argument("--res", nargs="*", default=["0.006", "1", "100"],
                    help="residual_l2 values of every res-embedding family")
     p.add_argument("--convs", nargs="*", default=list(CONVS), choices=list(CONVS))

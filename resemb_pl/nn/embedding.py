@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
@@ -58,10 +59,59 @@ class ItemEmbedding(nn.Module):
         return next(self.parameters()).device
 
 
+class _DistinctRows(torch.autograd.Function):
+    """``weight[rows]`` for distinct ``rows``: the backward writes each row's gradient once."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, rows: Tensor, padding_idx: int | None) -> Tensor:
+        ctx.save_for_backward(rows)
+        ctx.size, ctx.padding_idx = weight.size(0), padding_idx
+        return weight.index_select(0, rows)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        (rows,) = ctx.saved_tensors
+        out = grad.new_zeros(ctx.size, grad.size(1)).index_copy_(0, rows, grad)
+        if ctx.padding_idx is not None:
+            out[ctx.padding_idx] = 0
+        return out, None, None
+
+
+def lookup(table: nn.Embedding, rows: Tensor) -> Tensor:
+    """``table(rows)`` for distinct ``rows`` (as :func:`~resemb_pl.nn.subgraph.distinct`
+    gives them), the same numbers forward and backward.
+
+    A table with dense gradients gets its gradient by one copy of the rows' gradients into
+    zeros instead of ``nn.Embedding``'s accumulating loop (on a CPU, 0.15 ms instead of 0.8 ms
+    for 5k of 18k rows); a sparse table is looked up as it is, for its sparse gradient. Rows
+    that repeat would lose all but one of their gradients: pass distinct rows only.
+    """
+    if table.sparse or table.max_norm is not None:
+        return table(rows)
+    return _DistinctRows.apply(table.weight, rows, table.padding_idx)
+
+
 def _batch_rows(ids: Tensor, num_rows: int) -> Tensor:
     """The distinct item ids of a batch (ids below ``num_rows``), padding excluded, unsorted."""
     rows = distinct(ids, num_rows)[0]  # a scratch map, no sort
     return rows[rows > 0]
+
+
+def _same_items(ids: Tensor, rows: Tensor, num_rows: int) -> bool:
+    """Whether the items of ``ids`` are the distinct ``rows``, padding (0) aside: each id is one
+    of the rows or 0, and each row other than 0 is among the ids. Two marks over the table, no
+    sort."""
+    ids = ids.reshape(-1)
+    known = torch.zeros(num_rows, dtype=torch.bool, device=ids.device)
+    known[0] = True
+    known.index_fill_(0, rows, True)
+    if not bool(known.index_select(0, ids).all()):
+        return False
+    present = torch.zeros(num_rows, dtype=torch.bool, device=ids.device)
+    present[0] = True
+    present.index_fill_(0, ids, True)
+    return bool(present.index_select(0, rows).all())
 
 
 def _l2(table: nn.Embedding, ids: Tensor, mode: L2Mode) -> Tensor:
@@ -69,7 +119,7 @@ def _l2(table: nn.Embedding, ids: Tensor, mode: L2Mode) -> Tensor:
     if mode == "table":
         return table.weight[1:].pow(2).sum(-1).mean()
     rows = _batch_rows(ids, table.num_embeddings)
-    return table(rows).pow(2).sum(-1).mean() if rows.numel() else table.weight.new_zeros(())
+    return lookup(table, rows).pow(2).sum(-1).mean() if rows.numel() else table.weight.new_zeros(())
 
 
 def _check_sizes(num_items: int, embedding_dim: int, **non_negative: float) -> None:
@@ -276,6 +326,7 @@ class ResEmbedding(ItemEmbedding):
         self._fused = False
         self._transpose_key: tuple | None = None  # see _graph_transpose
         self._transpose: Transpose | None = None
+        self._looked_up: tuple[Tensor, Tensor] | None = None  # see regularization
 
     # -- graph -------------------------------------------------------------------------------
     def set_graph(self, data: Data) -> None:
@@ -323,8 +374,15 @@ class ResEmbedding(ItemEmbedding):
         # on a CPU at DIN's 52k positions per batch).
         rows, inverse = distinct(ids, self.num_items + 1)
         central = (self.central(rows) if self._use_local(rows)
-                   else self.central_table().index_select(0, rows))
-        out = central + self.residual(rows)
+                   else _DistinctRows.apply(self.central_table(), rows, None))
+        residual = lookup(self.residual, rows)
+        # The regulariser of these rows reads the same residual rows (see regularization),
+        # until a backward pass goes through them and frees their graph.
+        self._looked_up = None
+        if residual.requires_grad:
+            self._looked_up = (rows, residual)
+            residual.register_hook(self._forget_rows)
+        out = central + residual
         return out.index_select(0, inverse.reshape(-1)).view(*ids.shape, self.embedding_dim)
 
     def central_table(self) -> Tensor:
@@ -364,7 +422,7 @@ class ResEmbedding(ItemEmbedding):
                                   transpose(crow, col, self.num_items + 1))
             x = self.basis.weight
             kwargs, _ = self._calls[0]
-            return self.convs[0]((x, x.index_select(0, rows)), adj_t, **kwargs)
+            return self.convs[0]((x, lookup(self.basis, rows)), adj_t, **kwargs)
         sub = in_subgraph(self.rowptr, self.edge_index[0], rows, len(self.convs))
         weight = self.edge_weight.index_select(0, sub.edge_id)
         # The subgraph's transpose (one sort of its edges) lets the fused layers' backward
@@ -419,12 +477,27 @@ class ResEmbedding(ItemEmbedding):
         return edges * fan ** (len(self.convs) - 1) < self._local_share * self.edge_index.size(1)
 
     # -- regulariser -------------------------------------------------------------------------
+    def _forget_rows(self, grad: Tensor) -> None:
+        self._looked_up = None
+
     def regularization(self, ids: Tensor) -> Tensor:
         """``residual_l2`` times the mean squared norm of the residual rows (eq. 9).
 
         With ``l2_mode="batch"`` the rows are the distinct items of ``ids`` (padding excluded),
-        whatever their order or shape; with ``"table"`` every row.
+        whatever their order or shape; with ``"table"`` every row. When ``ids`` hold the items
+        of the last forward pass (as a training step's do) and no backward pass has gone
+        through it yet, the penalty reads the residual rows that forward looked up, so they are
+        found, read and given their gradient once per step (on Amazon Sports this halves the
+        regulariser's cost); the numbers are the same either way.
         """
         if self.residual_l2 == 0:
             return super().regularization(ids)
+        looked_up, self._looked_up = self._looked_up, None
+        if self.l2_mode == "batch" and looked_up is not None and torch.is_grad_enabled():
+            rows, residual = looked_up
+            if _same_items(ids, rows, self.num_items + 1):
+                # The rows of the forward pass: no second lookup, and the penalty's gradient
+                # joins the forward's before the one copy into the table's gradient.
+                count = rows.numel() - int((rows == 0).sum())  # row 0 is padding, and zero
+                return self.residual_l2 * residual.pow(2).sum() / max(count, 1)
         return self.residual_l2 * _l2(self.residual, ids, self.l2_mode)

@@ -1,9 +1,12 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resemb_pl.data.graph import build_interest_graph
 from resemb_pl.nn import PlainEmbedding, ResEmbedding
 from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv
+from resemb_pl.nn.embedding import lookup
 
 CONVS = [MeanConv, GCNNormConv, DotAttentionConv]
 
@@ -62,8 +65,8 @@ def test_regularization():
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_regularization_takes_only_the_ids_whatever_their_order(sparse):
-    # No state goes from forward to the regulariser: the penalty of the batch's distinct rows is
-    # the same, with the same gradients, in any order of the ids, before or after a forward.
+    # The penalty of the batch's distinct rows is the same, with the same gradients, in any
+    # order of the ids, before or after a forward (which lends it its residual rows).
     torch.manual_seed(0)
     ref = ResEmbedding(6, 3, residual_l2=0.5, propagation="local")
     emb = ResEmbedding(6, 3, residual_l2=0.5, propagation="local")
@@ -92,6 +95,75 @@ def test_regularization_takes_only_the_ids_whatever_their_order(sparse):
     emb(ids)
     assert emb.regularization(torch.tensor([3])).item() == pytest.approx(
         0.5 * (torch.arange(6.0, 9.0) / 10).pow(2).sum().item())
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_lookup_of_distinct_rows_equals_the_table(sparse):
+    torch.manual_seed(0)
+    ref = torch.nn.Embedding(7, 3, padding_idx=0, sparse=sparse)
+    table = torch.nn.Embedding(7, 3, padding_idx=0, sparse=sparse)
+    table.load_state_dict(ref.state_dict())
+    rows = torch.tensor([5, 0, 2, 6])  # distinct, padding among them
+    weight = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    assert torch.equal(lookup(table, rows), ref(rows))
+    (lookup(table, rows) * weight).sum().backward()
+    (ref(rows) * weight).sum().backward()
+    got, want = table.weight.grad, ref.weight.grad
+    if sparse:
+        got, want = got.to_dense(), want.to_dense()
+    assert torch.equal(got, want)
+    assert torch.equal(got[0], torch.zeros(3))  # padding gets no gradient
+    assert torch.equal(got[2], torch.full((3,), 3.0))
+    assert torch.equal(got[1], torch.zeros(3))  # not looked up
+
+
+def _penalised(emb: ResEmbedding, forward_ids, reg_ids, backward_between: bool):
+    """Loss and gradients of a forward on ``forward_ids`` and the penalty of ``reg_ids``."""
+    emb.zero_grad(set_to_none=True)
+    out = emb(forward_ids).sum()
+    if backward_between:  # the forward's graph is gone before the regulariser runs
+        out.backward()
+        out = out.detach()
+    loss = out + emb.regularization(reg_ids)
+    if loss.requires_grad:
+        loss.backward()
+    return loss.item(), [p.grad.clone() if p.grad is not None else None
+                         for p in (emb.basis.weight, emb.residual.weight)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(forward_ids=st.lists(st.integers(0, 8), min_size=1, max_size=12),
+       other=st.lists(st.integers(0, 8), max_size=12),
+       same_items=st.booleans(), backward_between=st.booleans(),
+       conv=st.sampled_from(CONVS))
+def test_regularization_after_a_forward_equals_a_fresh_one(forward_ids, other, same_items,
+                                                           backward_between, conv):
+    # Whatever ids the regulariser gets (the forward's items in another order and padding, or
+    # others), and whether or not a backward pass freed the forward's graph in between, the
+    # penalty and the gradients are those of a module that computes the penalty afresh.
+    torch.manual_seed(0)
+    g = build_interest_graph([1, 2, 3, 4, 2, 5, 1, 3, 7, 8, 7, 8], [4, 4, 4], num_items=8,
+                             window=2, top_k=3)
+    emb, ref = ResEmbedding(8, 3, conv=conv, residual_l2=0.5), ResEmbedding(8, 3, conv=conv,
+                                                                               residual_l2=0.5)
+    with torch.no_grad():
+        emb.residual.weight[1:].normal_()
+    ref.load_state_dict(emb.state_dict())
+    for e in (emb, ref):
+        e.set_graph(g)
+    forward_ids = torch.tensor(forward_ids)
+    reg_ids = (torch.cat([forward_ids.flip(0), torch.zeros(3, dtype=torch.long)])
+               if same_items else torch.tensor(other, dtype=torch.long))
+    got = _penalised(emb, forward_ids, reg_ids, backward_between)
+    ref._looked_up = None  # nothing lent by the forward: the penalty from the ids alone
+    ref_forward = ref.forward
+    ref.forward = lambda ids: (ref_forward(ids), setattr(ref, "_looked_up", None))[0]
+    want = _penalised(ref, forward_ids, reg_ids, backward_between)
+    assert got[0] == pytest.approx(want[0], rel=1e-5, abs=1e-6)
+    for g_got, g_want in zip(got[1], want[1], strict=True):
+        assert (g_got is None) == (g_want is None)
+        if g_got is not None:
+            assert torch.allclose(g_got, g_want, atol=1e-6)
 
 
 def test_graph_survives_a_state_dict_round_trip():

@@ -268,7 +268,14 @@ class _Attend(torch.autograd.Function):
         grad_q = F.embedding_bag(col, x, crow, mode="sum", per_sample_weights=d_score,
                                  include_last_offset=True)
         if ctx.t is not None:
-            grad_x = _source_sum(ctx.t, grad, alpha) + _source_sum(ctx.t, q, d_score)
+            # Both sums in one pass over the sources (one output, not two to add): each edge
+            # reads row i of grad, weighted by alpha, then row i of q, weighted by d_score.
+            t = ctx.t
+            both = t.row.unsqueeze(1).repeat(1, 2)
+            both[:, 1] += grad.size(0)
+            weight = torch.stack([alpha, d_score], 1).index_select(0, t.perm)
+            grad_x = F.embedding_bag(both.view(-1), torch.cat([grad, q]), t.ptr * 2, mode="sum",
+                                     include_last_offset=True, per_sample_weights=weight.view(-1))
         else:
             grad_x = _scatter(grad, row, col, alpha, x.size(0), ctx.compiled)
             grad_x += _scatter(q, row, col, d_score, x.size(0), ctx.compiled)

@@ -376,20 +376,24 @@ def bench_metrics(num_samples: int, device: torch.device) -> None:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-SPORTS = ROOT.parent / "shared" / "data" / "amazon-sports-5core-seq"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+#: The real data sets of --end-to-end: label, data config, folder under ../shared/data.
+E2E_REAL = {"sports": ("Amazon Sports", "amazon_sports.yaml", "amazon-sports-5core-seq"),
+            "beauty": ("Amazon Beauty", "amazon_beauty.yaml", "amazon-beauty-5core-seq")}
 #: The end-to-end models, by their names in the table: configs/model/ files.
 E2E_MODELS = {"plain": "din_plain.yaml", "GCN": "din_gcn.yaml", "ATT": "din_att.yaml"}
-E2E_DATA = ("sports", "books", "electronics", "tiny")
+E2E_DATA = ("sports", "beauty", "books", "electronics", "tiny")
 
 
 def e2e_data_args(name: str) -> tuple[str, list[str]]:
     """The label and the ``--data`` options of an end-to-end data set."""
-    if name == "sports":
-        if SPORTS.is_dir():
-            return "Amazon Sports", [f"--data={ROOT / 'configs' / 'data' / 'amazon_sports.yaml'}",
-                                     f"--data.path={SPORTS}"]
-        return "small preset (no ../shared/data Sports)", ["--data.source=synthetic",
-                                                           "--data.preset=small"]
+    if name in E2E_REAL:
+        label, config, folder = E2E_REAL[name]
+        if (SHARED_DATA / folder).is_dir():
+            return label, [f"--data={ROOT / 'configs' / 'data' / config}",
+                           f"--data.path={SHARED_DATA / folder}"]
+        return f"small preset (no ../shared/data {label})", ["--data.source=synthetic",
+                                                             "--data.preset=small"]
     return f"{name} preset", ["--data.source=synthetic", f"--data.preset={name}"]
 
 
@@ -594,9 +598,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="the CLI's training loop (Trainer.fit) instead of the micro step: "
                         "samples/s of plain, GCN and ATT DIN and the res/plain ratios")
     parser.add_argument("--data", nargs="+", choices=E2E_DATA,
-                        default=["sports", "books", "electronics"],
-                        help="--end-to-end: the data sets (sports: ../shared/data's Amazon "
-                        "Sports, else the small preset)")
+                        default=["sports", "beauty", "books", "electronics"],
+                        help="--end-to-end: the data sets (sports, beauty: ../shared/data's "
+                        "Amazon Sports and Beauty, else the small preset)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="--end-to-end: rounds of the three models")
     parser.add_argument("--batch-size", type=int, default=None,

@@ -124,3 +124,19 @@ def test_end_to_end_meter_counts_the_batches_after_the_warm_up(bench):
 
     with pytest.raises(ResembError, match="only 4 training batches ran"):
         meter.samples_per_second(4)
+
+
+@pytest.mark.parametrize("name", ["sports", "beauty"])
+def test_end_to_end_real_data_sets_read_shared_data_or_fall_back_to_the_small_preset(
+        bench, name, tmp_path, monkeypatch):
+    label, config, folder = bench.E2E_REAL[name]
+    monkeypatch.setattr(bench, "SHARED_DATA", tmp_path)
+    fallback, args = bench.e2e_data_args(name)
+    assert fallback == f"small preset (no ../shared/data {label})"
+    assert args == ["--data.source=synthetic", "--data.preset=small"]
+    (tmp_path / folder).mkdir()
+    got, args = bench.e2e_data_args(name)
+    assert got == label
+    assert args == [f"--data={bench.ROOT / 'configs' / 'data' / config}",
+                    f"--data.path={tmp_path / folder}"]
+    assert (bench.ROOT / "configs" / "data" / config).is_file()

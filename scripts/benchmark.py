@@ -467,12 +467,13 @@ def bench_end_to_end(args: argparse.Namespace) -> list[dict]:
             for model in order:
                 speed, counts = e2e_run(model, data_args, args)
                 speeds[model].append(speed)
-        row = {"data": label, **counts}
+        row = {"data": label, **counts, "rounds": {}}
         for model, values in speeds.items():
             row[model] = statistics.median(values)
             if model != "plain":
-                row[f"{model}/plain"] = statistics.median(
-                    p / r for p, r in zip(speeds["plain"], values, strict=True))
+                ratios = [p / r for p, r in zip(speeds["plain"], values, strict=True)]
+                row[f"{model}/plain"] = statistics.median(ratios)
+                row["rounds"][model] = ratios
         rows.append(row)
     return rows
 
@@ -496,6 +497,12 @@ def format_end_to_end(rows: list[dict], args: argparse.Namespace) -> str:
         for model in list(E2E_MODELS)[1:]:
             line += f" {row[model]:>9.0f} {row[model + '/plain']:>10.2f}"
         lines.append(line)
+    # The spread: on a shared 2-core machine one round's ratio can be 0.1-0.3 off the median.
+    lines += ["", "res/plain of each round:"]
+    for row in rows:
+        lines.append(f"{row['data']:<42} " + "   ".join(
+            f"{model} " + " ".join(f"{r:.2f}" for r in ratios)
+            for model, ratios in row["rounds"].items()))
     return "\n".join(lines) + "\n"
 
 

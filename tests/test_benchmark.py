@@ -81,7 +81,7 @@ def test_end_to_end_mode_tables_plain_gcn_and_att(bench, tmp_path, capsys):
     header = lines.index(next(line for line in lines if line.startswith("data ")))
     assert lines[header].split() == ["data", "items", "train", "batch", "plain", "/s", "GCN",
                                      "/s", "GCN/plain", "ATT", "/s", "ATT/plain"]
-    rows = lines[header + 1:]
+    rows = lines[header + 1:lines.index("", header)]
     assert len(rows) == 1
     assert rows[0] in printed
     cells = rows[0].split()
@@ -94,6 +94,9 @@ def test_end_to_end_mode_tables_plain_gcn_and_att(bench, tmp_path, capsys):
     # One round: each ratio is plain's samples/s over the res-embedding's.
     assert gcn_ratio == pytest.approx(plain / gcn, rel=0.02, abs=0.01)
     assert att_ratio == pytest.approx(plain / att, rel=0.02, abs=0.01)
+    # Each round's ratios below the table (one round: the medians themselves).
+    rounds = lines[lines.index("res/plain of each round:") + 1:]
+    assert rounds == [f"{'tiny preset':<42} GCN {gcn_ratio:.2f}   ATT {att_ratio:.2f}"]
 
 
 def test_propagation_mode_compares_full_and_local_per_layer(bench, tmp_path, capsys):

@@ -506,6 +506,61 @@ def format_end_to_end(rows: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def interleaved_tasks(data_args: list[str], args: argparse.Namespace):
+    """The data module and ``{model: (task, optimizer)}`` of the end-to-end models, built as
+    ``resemb-pl fit`` builds them (default configs), with the data handed to each task."""
+    tasks, dm = {}, None
+    for model, config in E2E_MODELS.items():
+        cli = build_cli(config, data_args, args, ["--trainer.logger=false"])
+        if dm is None:
+            dm = cli.datamodule
+            dm.prepare_data()
+            dm.setup("fit")
+        task = cli.model.to(args.device)
+        task.attach(dm.catalogue, dm.graph, dm.samples("train"))
+        optimizer = task.configure_optimizers()
+        tasks[model] = (task, optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer)
+    return dm, tasks
+
+
+def bench_interleaved(args: argparse.Namespace) -> str:
+    """ms per training step of plain, GCN and ATT DIN taking turns on the same batches.
+
+    One process, the models built from the default configs; on every batch each model takes a
+    step, the first one rotating, so a slow spell of the machine falls on all three alike. The
+    ratio of two medians then moves far less from run to run than ``--end-to-end``'s, which
+    times each model's own ``Trainer.fit`` one after another.
+    """
+    device = torch.device(args.device)
+    lines = [f"interleaved: one training step (forward, loss and regulariser, backward, the "
+             f"configured optimizer) of DIN plain, GCN and ATT in turn on each batch of the "
+             f"data module; configs/model/din_{{plain,gcn,att}}.yaml; device {device}, torch "
+             f"{torch.__version__}, {torch.get_num_threads()} threads; {args.warmup} warm-up + "
+             f"{args.steps} batches, medians", "",
+             f"{'data':<42} {'items':>9} {'batch':>5} {'plain ms':>9}"
+             + "".join(f" {m + ' ms':>9} {m + '/plain':>10}" for m in list(E2E_MODELS)[1:])]
+    for name in args.data:
+        label, data_args = e2e_data_args(name)
+        dm, tasks = interleaved_tasks(data_args, args)
+        loader = iter(dm.train_dataloader())
+        batches = [{k: v.to(device) for k, v in next(loader).items()}
+                   for _ in range(args.warmup + args.steps)]
+        times: dict[str, list[float]] = {m: [] for m in tasks}
+        names = list(tasks)
+        for k, batch in enumerate(batches):
+            for model in names[k % 3:] + names[: k % 3]:
+                start = time.perf_counter()
+                train_step(*tasks[model], batch)  # CTRTask.training_step's loss
+                sync(device)
+                if k >= args.warmup:
+                    times[model].append(time.perf_counter() - start)
+        ms = {m: statistics.median(v) * 1e3 for m, v in times.items()}
+        lines.append(f"{label:<42} {dm.num_items:>9,} {dm.hparams.batch_size:>5} "
+                     f"{ms['plain']:>9.2f}" + "".join(
+                         f" {ms[m]:>9.2f} {ms[m] / ms['plain']:>10.2f}" for m in names[1:]))
+    return "\n".join(lines) + "\n"
+
+
 def end_to_end(args: argparse.Namespace) -> None:
     if args.steps < 1 or args.warmup < 0 or args.repeats < 1:
         raise ConfigError("--steps and --repeats must be >= 1 and --warmup >= 0")
@@ -604,6 +659,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--end-to-end", action="store_true",
                         help="the CLI's training loop (Trainer.fit) instead of the micro step: "
                         "samples/s of plain, GCN and ATT DIN and the res/plain ratios")
+    parser.add_argument("--interleaved", action="store_true",
+                        help="with --end-to-end: the three models' training steps taking turns "
+                        "on the same batches in one process (no Trainer loop, no data loading), "
+                        "ms per step and the res/plain ratios")
     parser.add_argument("--data", nargs="+", choices=E2E_DATA,
                         default=["sports", "beauty", "books", "electronics"],
                         help="--end-to-end: the data sets (sports, beauty: ../shared/data's "
@@ -618,7 +677,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="whole-graph vs batch-local propagation of each built-in layer on "
                         "the --data sets' real batches, and where local pays (LOCAL_SHARE)")
     parser.add_argument("--out", default=None,
-                        help="--end-to-end, --propagation: also write the table here")
+                        help="--end-to-end, --interleaved, --propagation: also write the "
+                        "table here")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.argv = argv
@@ -630,7 +690,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.end_to_end:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        end_to_end(args)
+        if args.interleaved:
+            if args.steps < 1 or args.warmup < 0:
+                raise ConfigError("--steps must be >= 1 and --warmup >= 0")
+            print_table(bench_interleaved(args), args)
+        else:
+            end_to_end(args)
         return
     if args.quick:
         args.items, args.steps, args.presets = [63_001, 367_984], 15, ["electronics"]

@@ -143,3 +143,39 @@ def test_end_to_end_real_data_sets_read_shared_data_or_fall_back_to_the_small_pr
     assert args == [f"--data={bench.ROOT / 'configs' / 'data' / config}",
                     f"--data.path={tmp_path / folder}"]
     assert (bench.ROOT / "configs" / "data" / config).is_file()
+
+
+def test_interleaved_mode_times_the_three_models_on_the_same_batches(bench, tmp_path, capsys,
+                                                                      monkeypatch):
+    from resemb_pl.data.datamodule import CTRDataModule
+
+    stepped = []
+    real_step = bench.train_step
+    monkeypatch.setattr(bench, "train_step", lambda task, opt, batch: (
+        stepped.append((type(task.embedding).__name__, int(batch["target"][0]))),
+        real_step(task, opt, batch)))
+    out = tmp_path / "interleaved.txt"
+    bench.main(["--end-to-end", "--interleaved", "--data", "tiny", "--steps", "3", "--warmup",
+                "1", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    text = out.read_text()
+    assert text.startswith("$ python scripts/benchmark.py --end-to-end --interleaved")
+    # Every batch goes to all three models, the first one rotating.
+    assert len(stepped) == 3 * 4
+    for k in range(4):
+        turn = stepped[3 * k: 3 * k + 3]
+        assert len({target for _, target in turn}) == 1
+        assert turn[0][0] == ["PlainEmbedding", "ResEmbedding", "ResEmbedding"][k % 3]
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("data "))
+    assert lines[header].split() == ["data", "items", "batch", "plain", "ms", "GCN", "ms",
+                                     "GCN/plain", "ATT", "ms", "ATT/plain"]
+    (row,) = lines[header + 1:]
+    assert row in capsys.readouterr().out
+    cells = row.split()
+    dm = CTRDataModule(preset="tiny", cache_dir=str(tmp_path / "cache"))
+    dm.setup("fit")
+    assert cells[:4] == ["tiny", "preset", f"{dm.num_items:,}", "128"]
+    plain, gcn, gcn_ratio, att, att_ratio = map(float, cells[4:])
+    assert min(plain, gcn, att) > 0
+    assert gcn_ratio == pytest.approx(gcn / plain, rel=0.02, abs=0.01)
+    assert att_ratio == pytest.approx(att / plain, rel=0.02, abs=0.01)

@@ -498,6 +498,10 @@ class ResEmbedding(ItemEmbedding):
             if _same_items(ids, rows, self.num_items + 1):
                 # The rows of the forward pass: no second lookup, and the penalty's gradient
                 # joins the forward's before the one copy into the table's gradient.
-                count = rows.numel() - int((rows == 0).sum())  # row 0 is padding, and zero
-                return self.residual_l2 * residual.pow(2).sum() / max(count, 1)
+                square = residual.pow(2).sum(-1)
+                padding = rows == 0  # the forward's rows may hold padding; the penalty's do not
+                count = rows.numel() - int(padding.sum())
+                if count < rows.numel():
+                    square = square.masked_fill(padding, 0)
+                return self.residual_l2 * square.sum() / max(count, 1)
         return self.residual_l2 * _l2(self.residual, ids, self.l2_mode)

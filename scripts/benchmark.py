@@ -562,8 +562,6 @@ def bench_interleaved(args: argparse.Namespace) -> str:
 
 
 def end_to_end(args: argparse.Namespace) -> None:
-    if args.steps < 1 or args.warmup < 0 or args.repeats < 1:
-        raise ConfigError("--steps and --repeats must be >= 1 and --warmup >= 0")
     print_table(format_end_to_end(bench_end_to_end(args), args), args)
 
 
@@ -690,9 +688,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.end_to_end:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
+        if args.steps < 1 or args.warmup < 0 or args.repeats < 1:
+            raise ConfigError("--steps and --repeats must be >= 1 and --warmup >= 0")
         if args.interleaved:
-            if args.steps < 1 or args.warmup < 0:
-                raise ConfigError("--steps must be >= 1 and --warmup >= 0")
             print_table(bench_interleaved(args), args)
         else:
             end_to_end(args)

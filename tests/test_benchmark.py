@@ -179,3 +179,14 @@ def test_interleaved_mode_times_the_three_models_on_the_same_batches(bench, tmp_
     assert min(plain, gcn, att) > 0
     assert gcn_ratio == pytest.approx(gcn / plain, rel=0.02, abs=0.01)
     assert att_ratio == pytest.approx(att / plain, rel=0.02, abs=0.01)
+
+
+@pytest.mark.parametrize("mode", [[], ["--interleaved"]])
+@pytest.mark.parametrize("bad", [["--steps", "0"], ["--warmup", "-1"], ["--repeats", "0"]])
+def test_end_to_end_modes_refuse_bad_counts_in_one_line(bench, mode, bad, capsys):
+    # One check for both modes, before any data is read: exit 2 and one line naming the flags.
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--end-to-end", *mode, "--data", "tiny", *bad])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "benchmark: error: --steps and --repeats must be >= 1 and --warmup >= 0")

@@ -548,7 +548,8 @@ def bench_interleaved(args: argparse.Namespace) -> str:
         times: dict[str, list[float]] = {m: [] for m in tasks}
         names = list(tasks)
         for k, batch in enumerate(batches):
-            for model in names[k % 3:] + names[: k % 3]:
+            first = k % len(names)
+            for model in names[first:] + names[:first]:
                 start = time.perf_counter()
                 train_step(*tasks[model], batch)  # CTRTask.training_step's loss
                 sync(device)

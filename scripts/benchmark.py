@@ -55,6 +55,7 @@ The same variable helps training on large catalogues on CPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import logging
@@ -86,6 +87,7 @@ from resemb_pl.experiments.registry import CONVS as SHORT_NAMES  # noqa: E402
 from resemb_pl.experiments.registry import conv_class  # noqa: E402
 from resemb_pl.metrics import GroupAUC  # noqa: E402
 from resemb_pl.nn import PlainEmbedding, ResEmbedding  # noqa: E402
+from resemb_pl.nn.conv import native  # noqa: E402
 from resemb_pl.task import CTRTask  # noqa: E402
 
 #: The res-embeddings of the registry, by their short names in upper case (AVG, GCN, ATT).
@@ -200,6 +202,12 @@ def train_step(task: CTRTask, optimizer: torch.optim.Optimizer, batch: dict) -> 
     loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
     (loss + task.embedding.regularization(batch_ids(batch))).backward()
     optimizer.step()
+
+
+def native_state(device: torch.device) -> str:
+    """Whether the layers run resemb_pl.nn.conv.native's compiled CSR loops here."""
+    on = device.type == "cpu" and native.usable(torch.zeros(1))
+    return f"compiled CSR loops {'on' if on else 'off'}"
 
 
 def sync(device: torch.device) -> None:
@@ -510,7 +518,10 @@ def interleaved_tasks(data_args: list[str], args: argparse.Namespace):
     """The data module and ``{model: (task, optimizer)}`` of the end-to-end models, built as
     ``resemb-pl fit`` builds them (default configs), with the data handed to each task."""
     tasks, dm = {}, None
-    for model, config in E2E_MODELS.items():
+    models = dict(E2E_MODELS)
+    if args.eager:  # the res-embeddings again, stepped with the compiled CSR loops off
+        models.update({f"{m} eager": c for m, c in list(E2E_MODELS.items())[1:]})
+    for model, config in models.items():
         cli = build_cli(config, data_args, args, ["--trainer.logger=false"])
         if dm is None:
             dm = cli.datamodule
@@ -532,13 +543,17 @@ def bench_interleaved(args: argparse.Namespace) -> str:
     times each model's own ``Trainer.fit`` one after another.
     """
     device = torch.device(args.device)
+    res = list(E2E_MODELS)[1:]
+    if args.eager:
+        res += [f"{m} eager" for m in res]
     lines = [f"interleaved: one training step (forward, loss and regulariser, backward, the "
              f"configured optimizer) of DIN plain, GCN and ATT in turn on each batch of the "
              f"data module; configs/model/din_{{plain,gcn,att}}.yaml; device {device}, torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads; {args.warmup} warm-up + "
-             f"{args.steps} batches, medians", "",
+             f"{args.steps} batches, medians; {native_state(device)}", "",
              f"{'data':<42} {'items':>9} {'batch':>5} {'plain ms':>9}"
-             + "".join(f" {m + ' ms':>9} {m + '/plain':>10}" for m in list(E2E_MODELS)[1:])]
+             + "".join(f" {m + ' ms':>{max(9, len(m) + 3)}} {m + '/plain':>{max(10, len(m) + 6)}}"
+                       for m in res)]
     for name in args.data:
         label, data_args = e2e_data_args(name)
         dm, tasks = interleaved_tasks(data_args, args)
@@ -551,14 +566,16 @@ def bench_interleaved(args: argparse.Namespace) -> str:
             first = k % len(names)
             for model in names[first:] + names[:first]:
                 start = time.perf_counter()
-                train_step(*tasks[model], batch)  # CTRTask.training_step's loss
+                with native.disabled() if model.endswith("eager") else contextlib.nullcontext():
+                    train_step(*tasks[model], batch)  # CTRTask.training_step's loss
                 sync(device)
                 if k >= args.warmup:
                     times[model].append(time.perf_counter() - start)
         ms = {m: statistics.median(v) * 1e3 for m, v in times.items()}
         lines.append(f"{label:<42} {dm.num_items:>9,} {dm.hparams.batch_size:>5} "
                      f"{ms['plain']:>9.2f}" + "".join(
-                         f" {ms[m]:>9.2f} {ms[m] / ms['plain']:>10.2f}" for m in names[1:]))
+                         f" {ms[m]:>{max(9, len(m) + 3)}.2f}"
+                         f" {ms[m] / ms['plain']:>{max(10, len(m) + 6)}.2f}" for m in names[1:]))
     return "\n".join(lines) + "\n"
 
 
@@ -662,6 +679,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="with --end-to-end: the three models' training steps taking turns "
                         "on the same batches in one process (no Trainer loop, no data loading), "
                         "ms per step and the res/plain ratios")
+    parser.add_argument("--eager", action="store_true",
+                        help="with --interleaved: GCN and ATT also step with the compiled CSR "
+                        "loops off (resemb_pl.nn.conv.native), on the same batches")
     parser.add_argument("--data", nargs="+", choices=E2E_DATA,
                         default=["sports", "beauty", "books", "electronics"],
                         help="--end-to-end: the data sets (sports, beauty: ../shared/data's "

@@ -14,7 +14,7 @@ from torch_geometric.data import Data
 from torch_geometric.nn import MessagePassing
 
 from resemb_pl.errors import CheckpointError, ConfigError, require
-from resemb_pl.nn.conv import MeanConv, capabilities
+from resemb_pl.nn.conv import MeanConv, capabilities, native
 from resemb_pl.nn.conv.spmm import Transpose, compiled_scatter, csr_adjacency, transpose
 from resemb_pl.nn.subgraph import distinct, in_edges, in_subgraph
 
@@ -413,14 +413,19 @@ class ResEmbedding(ItemEmbedding):
         if self._bipartite and not self.basis.sparse:
             # The rows' in-edges as a (rows x items) adjacency over the whole basis table: no
             # subgraph to relabel, and its gradient is the dense table's anyway.
-            e, count, _ = in_edges(self.rowptr, rows)
-            crow = torch.zeros(rows.numel() + 1, dtype=torch.long, device=rows.device)
-            torch.cumsum(count, 0, out=crow[1:])
-            col = self.edge_index[0].index_select(0, e)
-            adj_t = csr_adjacency(crow, col, self.edge_weight.index_select(0, e),
-                                  (rows.numel(), self.num_items + 1),
-                                  transpose(crow, col, self.num_items + 1))
             x = self.basis.weight
+            if native.usable(x, rows):  # compiled loops: no transpose for the backward pass
+                crow, col, weight = native.in_edges(self.rowptr, self.edge_index[0],
+                                                    self.edge_weight, rows)
+                graph_t = None
+            else:
+                e, count, _ = in_edges(self.rowptr, rows)
+                crow = torch.zeros(rows.numel() + 1, dtype=torch.long, device=rows.device)
+                torch.cumsum(count, 0, out=crow[1:])
+                col = self.edge_index[0].index_select(0, e)
+                weight = self.edge_weight.index_select(0, e)
+                graph_t = transpose(crow, col, self.num_items + 1)
+            adj_t = csr_adjacency(crow, col, weight, (rows.numel(), self.num_items + 1), graph_t)
             kwargs, _ = self._calls[0]
             return self.convs[0]((x, lookup(self.basis, rows)), adj_t, **kwargs)
         sub = in_subgraph(self.rowptr, self.edge_index[0], rows, len(self.convs))
@@ -428,7 +433,8 @@ class ResEmbedding(ItemEmbedding):
         # The subgraph's transpose (one sort of its edges) lets the fused layers' backward
         # passes sum over sources with embedding_bag instead of scattering every edge.
         graph_t = (transpose(sub.rowptr, sub.edge_index[0], sub.nodes.numel())
-                   if self._csr and not self._fused else None)
+                   if self._csr and not self._fused and not native.usable(weight, rows)
+                   else None)
         x = self._propagate(self.basis(sub.nodes), sub.edge_index, weight, sub.rowptr, graph_t)
         return x[: rows.numel()]
 

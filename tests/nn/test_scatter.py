@@ -82,6 +82,8 @@ def test_torch_scatter_path_equals_pure_torch(conv, sorted_index, monkeypatch, s
 
 @pytest.mark.parametrize("conv", CONVS)
 def test_res_embedding_step_with_and_without_torch_scatter(conv, scatter_calls, monkeypatch):
+    # The eager path (the compiled CSR loops, where built, use no torch-scatter at all).
+    monkeypatch.setenv("RESEMB_PL_NATIVE", "0")
     items = torch.randint(1, 41, (400,))
     graph = build_interest_graph(items, torch.full((40,), 10), num_items=40)
     emb = ResEmbedding(40, 8, conv=conv)

@@ -21,10 +21,13 @@ A layer declares its capabilities as class attributes, as PyG declares
 - ``LOCAL_SHARE``: for an exact layer, the share of the graph's edges below which a batch's
   subgraph is cheaper to extract and propagate than the whole graph (``propagation="auto"``).
   Extracting costs about the same per edge whatever the layer, so it pays sooner for layers
-  with more work per edge. Measured on Amazon Sports (``python scripts/benchmark.py
-  --propagation``): 0.25 for a weighted sum (GCN, mean; the default), 0.4 for
-  :class:`~resemb_pl.nn.conv.DotAttentionConv`; PyG's attention layers, whose subgraph is
-  relabelled and whose messages are materialised per edge, are given 0.6 (not measured).
+  with more work per edge. Measured on Amazon Sports on a CPU (``python scripts/benchmark.py
+  --propagation``), where the built-in layers run the compiled CSR loops of
+  :mod:`~resemb_pl.nn.conv.native`: 0.3 for :class:`~resemb_pl.nn.conv.GCNNormConv` and
+  :class:`~resemb_pl.nn.conv.MeanConv` (0.25 in eager PyTorch, the default for other layers),
+  0.5 for :class:`~resemb_pl.nn.conv.DotAttentionConv` (0.4 eager); PyG's attention layers,
+  whose subgraph is relabelled and whose messages are materialised per edge, are given 0.6
+  (not measured).
 
 A layer that declares nothing (a PyG layer not in :data:`BUILTIN_CAPABILITIES`, or a user's
 layer) is taken as **not** exact on a subgraph, so the whole graph is propagated, and as not

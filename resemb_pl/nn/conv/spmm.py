@@ -10,7 +10,10 @@ adjacency carries its transpose (:func:`with_transpose`, which
 :class:`~resemb_pl.nn.ResEmbedding` does for its whole graph) that is one more
 ``embedding_bag`` over the sources' CSR ranges, about 10x faster on a CPU than the per-edge
 ``index_add`` it replaces; otherwise the edges are scattered, and inside
-:func:`compiled_scatter` that scatter is compiled by :func:`torch.compile` into one loop.
+:func:`compiled_scatter` that scatter is compiled by :func:`torch.compile` into one loop. On a
+CPU, where :mod:`~resemb_pl.nn.conv.native` built its C loops, the scatter is one of them, and
+:func:`attend` runs forward and backward as one loop each: :class:`~resemb_pl.nn.ResEmbedding`
+then builds no transpose for a batch.
 
 :func:`sddmm` is the other half of an attention layer: one score per edge from the features of
 its two ends, with the same two backward paths.
@@ -29,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from resemb_pl.nn.conv import native
 
 
 class Transpose(NamedTuple):
@@ -170,6 +175,8 @@ class _CSRSum(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             if ctx.t is not None:
                 grad_x = _source_sum(ctx.t, grad, weight)
+            elif not ctx.compiled and native.usable(grad, crow, col, *_given(weight)):
+                grad_x = native.scatter(crow, col, weight, grad, x.size(0))
             else:
                 row = torch.repeat_interleave(crow.diff(), output_size=col.numel())
                 grad_x = _scatter(grad, row, col, weight, x.size(0), ctx.compiled)
@@ -178,6 +185,10 @@ class _CSRSum(torch.autograd.Function):
                 row = torch.repeat_interleave(crow.diff(), output_size=col.numel())
             grad_weight = (x.index_select(0, col) * grad.index_select(0, row)).sum(-1)
         return grad_x, None, None, grad_weight, None
+
+
+def _given(*tensors: Tensor | None) -> list[Tensor]:
+    return [t for t in tensors if t is not None]
 
 
 def _source_sum(t: Transpose, grad: Tensor, weight: Tensor | None) -> Tensor:
@@ -212,7 +223,9 @@ def attend(adj_t: Tensor, x: Tensor, x_dst: Tensor | None = None) -> Tensor:
     weighted sum: the scores and their gradients are sampled products
     (:func:`torch.sparse.sampled_addmm`), and the gradients are summed into the sources with
     ``embedding_bag`` over the sources' CSR ranges (the attached :func:`transpose`; without
-    one, a scatter).
+    one, a scatter). On a CPU with the compiled loops (:mod:`~resemb_pl.nn.conv.native`),
+    forward and backward are one loop each over the targets' edges instead (the same
+    numbers; a given transpose is then not needed).
 
     Args:
         adj_t: Sparse adjacency ``(num_targets, num_sources)``, targets by sources; its values
@@ -241,13 +254,18 @@ class _Attend(torch.autograd.Function):
                 t: Transpose | None) -> Tensor:
         from torch_geometric.utils import segment
 
+        ctx.t, ctx.compiled = t, _COMPILED.get()
+        ctx.native = not ctx.compiled and native.usable(x, q, crow, col)
+        if ctx.native:  # one loop forward, one backward; no transpose needed
+            out, alpha = native.attend_forward(crow, col, x, q)
+            ctx.save_for_backward(x, q, crow, col, alpha)
+            return out
         row = torch.repeat_interleave(crow.diff(), output_size=col.numel())
         score = _edge_dots(crow, col, q, x)
         score = score - segment(score, crow, reduce="max").index_select(0, row)
         alpha = score.exp_()
         alpha = alpha / (segment(alpha, crow, reduce="sum") + 1e-16).index_select(0, row)
         ctx.save_for_backward(x, q, crow, col, row, alpha)
-        ctx.t, ctx.compiled = t, _COMPILED.get()
         return F.embedding_bag(col, x, crow, mode="sum", per_sample_weights=alpha,
                                include_last_offset=True)
 
@@ -256,8 +274,12 @@ class _Attend(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         from torch_geometric.utils import segment
 
-        x, q, crow, col, row, alpha = ctx.saved_tensors
         grad = grad.contiguous()
+        if ctx.native:
+            x, q, crow, col, alpha = ctx.saved_tensors
+            grad_x, grad_q = native.attend_backward(crow, col, x, q, alpha, grad)
+            return grad_x, grad_q, None, None, None
+        x, q, crow, col, row, alpha = ctx.saved_tensors
         # d loss / d alpha_e = grad[i] . x[j]; then the softmax's backward within each target.
         d_alpha = _edge_dots(crow, col, grad, x)
         d_alpha.sub_(segment(alpha * d_alpha, crow, reduce="sum").index_select(0, row))

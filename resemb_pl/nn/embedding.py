@@ -121,6 +121,17 @@ def _l2(table: nn.Embedding, ids: Tensor, mode: L2Mode) -> Tensor:
     return lookup(table, rows).pow(2).sum(-1).mean() if rows.numel() else table.weight.new_zeros(())
 
 
+def _check_edges(edge_index: Tensor, num_nodes: int, what: str,
+                 error: type[Exception] = ValueError) -> None:
+    """Refuse edges that are not ``(2, E)`` integers below ``num_nodes`` (and not negative)."""
+    if edge_index.dim() != 2 or edge_index.size(0) != 2 or edge_index.is_floating_point():
+        raise error(f"{what}: edge_index must be a (2, num_edges) integer tensor, got "
+                    f"{edge_index.dtype} of shape {tuple(edge_index.shape)}")
+    bad = edge_index[(edge_index < 0) | (edge_index >= num_nodes)]
+    if bad.numel():
+        raise error(f"{what}: edge_index holds node {int(bad[0])}, outside 0..{num_nodes - 1}")
+
+
 def _check_sizes(num_items: int, embedding_dim: int, **non_negative: float) -> None:
     """Refuse an embedding of no items or no width, or a negative coefficient, naming the key."""
     require("model.num_items", num_items, 1)
@@ -335,6 +346,7 @@ class ResEmbedding(ItemEmbedding):
                 f"graph has {data.num_nodes} nodes but the embedding has {self.num_items + 1} rows"
             )
         device = self.basis.weight.device
+        _check_edges(data.edge_index, self.num_items + 1, "graph")
         edge_index = data.edge_index.to(device)
         weight = data.edge_weight if data.edge_weight is not None else None
         weight = (
@@ -358,7 +370,25 @@ class ResEmbedding(ItemEmbedding):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "edge_index" in state_dict:
+            self._check_loaded_graph(prefix)
         self._transpose_key = None
+
+    def _check_loaded_graph(self, prefix: str) -> None:
+        """Refuse a checkpoint whose graph buffers do not make a CSR graph of this embedding's
+        items (every pass indexes rows with them; the compiled loops do so unchecked)."""
+        size = self.num_items + 1
+        _check_edges(self.edge_index, size, f"checkpoint {prefix}edge_index", CheckpointError)
+        edges = self.edge_index.size(1)
+        rowptr = self.rowptr
+        counts = torch.bincount(self.edge_index[1], minlength=size)
+        if (self.edge_weight.shape != (edges,) or rowptr.shape != (size + 1,)
+                or not torch.equal(rowptr[1:] - rowptr[:-1], counts) or int(rowptr[0]) != 0
+                or bool((self.edge_index[1, 1:] < self.edge_index[1, :-1]).any())):
+            raise CheckpointError(
+                f"checkpoint {prefix}edge_index / edge_weight / rowptr do not make a graph "
+                f"sorted by target over {size} nodes"
+            )
 
     def _apply(self, fn, recurse=True):
         # .to(), .cuda(), .share_memory() ... give the buffers new storage: transpose again.

@@ -2,8 +2,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch_geometric.data import Data
 
 from resemb_pl.data.graph import build_interest_graph
+from resemb_pl.errors import CheckpointError
 from resemb_pl.nn import PlainEmbedding, ResEmbedding
 from resemb_pl.nn.conv import DotAttentionConv, GCNNormConv, MeanConv
 from resemb_pl.nn.embedding import lookup
@@ -180,6 +182,63 @@ def test_graph_size_must_match():
     emb = ResEmbedding(5, 4)
     with pytest.raises(ValueError, match="graph has 7 nodes but the embedding has 6 rows"):
         emb.set_graph(graph())
+
+
+@pytest.mark.parametrize(
+    ("edges", "why"),
+    [
+        ([[1, 7], [2, 2]], "graph: edge_index holds node 7, outside 0..6"),
+        ([[1, 2], [-1, 2]], "graph: edge_index holds node -1, outside 0..6"),
+        ([[1.0, 2.0], [2.0, 3.0]], r"must be a \(2, num_edges\) integer tensor, got torch.float32"),
+        ([1, 2], r"a \(2, num_edges\) integer tensor, got torch.int64 of shape \(2,\)"),
+    ],
+)
+def test_a_graph_with_edges_outside_the_items_is_refused(edges, why):
+    # The layers index rows with the edges (the compiled CSR loops without bounds checks).
+    emb = ResEmbedding(6, 4, conv=DotAttentionConv)
+    with pytest.raises(ValueError, match=why):
+        emb.set_graph(Data(edge_index=torch.tensor(edges), num_nodes=7))
+
+
+@st.composite
+def _broken_graph(draw, state):
+    """The graph buffers of ``state`` broken one way a file can be: an edge's node outside the
+    items, an edge moved to another target (the row pointer no longer counts it), a row pointer
+    entry moved, or a buffer one entry shorter or longer."""
+    state = {k: v.clone() for k, v in state.items()}
+    size = state["rowptr"].numel() - 1
+    edges = state["edge_index"].size(1)
+    how = draw(st.sampled_from(["node", "target", "rowptr", "shorter", "longer"]))
+    k = draw(st.integers(0, edges - 1))
+    if how == "node":
+        far = draw(st.integers(0, 10**9))
+        node = draw(st.sampled_from([size + far, -1 - far]))
+        state["edge_index"][draw(st.integers(0, 1)), k] = node
+    elif how == "target":
+        old = int(state["edge_index"][1, k])
+        state["edge_index"][1, k] = draw(st.integers(0, size - 1).filter(lambda t: t != old))
+    elif how == "rowptr":
+        state["rowptr"][draw(st.integers(0, size))] += draw(st.sampled_from([-2, -1, 1, 3]))
+    else:
+        name = draw(st.sampled_from(["edge_index", "edge_weight", "rowptr"]))
+        buffer = state[name]
+        state[name] = (buffer[..., :-1] if how == "shorter"
+                       else torch.cat([buffer, buffer[..., -1:]], -1))
+    return state
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data(), st.sampled_from(CONVS))
+def test_a_checkpoint_with_a_broken_graph_is_refused_by_name(data, conv):
+    emb = ResEmbedding(6, 4, conv=conv)
+    emb.set_graph(graph())
+    broken = data.draw(_broken_graph(emb.state_dict()))
+    fresh = ResEmbedding(6, 4, conv=conv)
+    with pytest.raises(CheckpointError, match="checkpoint edge_index"):
+        fresh.load_state_dict(broken)
+    fresh.load_state_dict(emb.state_dict())  # the intact one loads and runs
+    ids = torch.tensor([1, 2, 6])
+    assert torch.equal(fresh(ids), emb(ids))
 
 
 def test_plain_embedding():

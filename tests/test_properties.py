@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from resemb_pl.cli import main
 
-SETTINGS = settings(max_examples=30, deadline=None, database=None,
+SETTINGS = settings(max_examples=20, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false",
          "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"]

@@ -102,6 +102,10 @@ def _same_items(ids: Tensor, rows: Tensor, num_rows: int) -> bool:
     """Whether the items of ``ids`` are the distinct ``rows``, padding (0) aside: each id is one
     of the rows or 0, and each row other than 0 is among the ids. Two marks over the table, no
     sort."""
+    if native.usable(ids, rows):  # one pass over ids, no marks tensors
+        same = native.same_items(ids, rows, num_rows)
+        if same is not None:
+            return same
     ids = ids.reshape(-1)
 
     def marks(values: Tensor) -> Tensor:  # True at padding and at every value

@@ -137,5 +137,28 @@ void attend_backward_##S(int64_t n, int64_t f, const int64_t *crow, const int64_
     }                                                                                           \
 }
 
+/* Whether ids and the distinct rows hold the same items, padding (0) aside: every id is 0 or
+ * one of the rows, and every row other than 0 is among the ids. mark is num_nodes bytes of
+ * scratch. Returns 1 or 0, or -1 if an id or a row is outside 0..num_nodes - 1. */
+int same_items(int64_t num_ids, const int64_t *ids, int64_t num_rows, const int64_t *rows,
+               int64_t num_nodes, uint8_t *mark) {
+    memset(mark, 0, (size_t)num_nodes);
+    for (int64_t k = 0; k < num_rows; ++k) {
+        if (rows[k] < 0 || rows[k] >= num_nodes) return -1;
+        mark[rows[k]] = 1;
+    }
+    mark[0] = 3;
+    int same = 1;
+    for (int64_t k = 0; k < num_ids; ++k) {
+        const int64_t v = ids[k];
+        if (v < 0 || v >= num_nodes) return -1;
+        if (!(mark[v] & 1)) same = 0;
+        mark[v] |= 2;
+    }
+    for (int64_t k = 0; k < num_rows; ++k)
+        if (!(mark[rows[k]] & 2)) same = 0;
+    return same;
+}
+
 DEFINE_KERNELS(float, f32, expf)
 DEFINE_KERNELS(double, f64, exp)

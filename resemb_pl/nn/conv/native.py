@@ -128,6 +128,8 @@ def library() -> ctypes.CDLL | None:
 
 def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    lib.same_items.argtypes = [i64, ptr, i64, ptr, i64, ptr]
+    lib.same_items.restype = ctypes.c_int
     for suffix in _SUFFIX.values():
         getattr(lib, f"in_edges_{suffix}").argtypes = [i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr]
         getattr(lib, f"csr_scatter_{suffix}").argtypes = [i64, i64, ptr, ptr, ptr, ptr, ptr]
@@ -163,6 +165,17 @@ def in_edges(rowptr: Tensor, col: Tensor, weight: Tensor | None,
     _call("in_edges", torch.ones(()) if weight is None else weight, rows.numel(), _p(rowptr),
           _p(rows), _p(crow), _p(col), _p(weight), _p(out_col), _p(out_weight))
     return crow, out_col, out_weight
+
+
+def same_items(ids: Tensor, rows: Tensor, num_nodes: int) -> bool | None:
+    """Whether ``ids`` (any shape) and the distinct ``rows`` hold the same items, padding (0)
+    aside; ``None`` if a value is outside ``0..num_nodes - 1`` (the caller's eager check then
+    raises its own error)."""
+    ids, rows = ids.reshape(-1).contiguous(), rows.contiguous()
+    mark = torch.empty(num_nodes, dtype=torch.uint8)
+    same = library().same_items(ids.numel(), _p(ids), rows.numel(), _p(rows), num_nodes,
+                                _p(mark))
+    return None if same < 0 else bool(same)
 
 
 def scatter(crow: Tensor, col: Tensor, weight: Tensor | None, grad: Tensor,

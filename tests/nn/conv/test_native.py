@@ -186,3 +186,24 @@ def test_without_a_compiler_one_warning_and_the_eager_numbers(fresh_library, mon
     adj = csr_adjacency(torch.tensor([0, 2, 2, 3]), torch.tensor([0, 2, 1]), torch.ones(3),
                         (3, 3))
     assert attend(adj, x).tolist() == [[1.0, 0.5], [0.0, 0.0], [0.0, 1.0]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 30), st.data())
+def test_same_items_answers_as_the_eager_check(num_nodes, data):
+    from resemb_pl.nn.embedding import _same_items
+
+    values = st.integers(0, num_nodes - 1)
+    rows = torch.tensor(data.draw(st.lists(values, unique=True)), dtype=torch.long)
+    if data.draw(st.booleans()):  # ids made of the rows (and padding): often the same items
+        ids = data.draw(st.lists(st.sampled_from([0, *rows.tolist()]), max_size=40))
+    else:
+        ids = data.draw(st.lists(values, max_size=40))
+    ids = torch.tensor(ids, dtype=torch.long).reshape(-1, 1)
+    with native.disabled():
+        eager = _same_items(ids, rows, num_nodes)
+    assert native.same_items(ids, rows, num_nodes) is eager
+    assert _same_items(ids, rows, num_nodes) is eager
+    # A value outside the table: no answer from the loop (the eager check raises its error).
+    assert native.same_items(torch.tensor([num_nodes]), rows, num_nodes) is None
+    assert native.same_items(ids, torch.tensor([-1]), num_nodes) is None

@@ -181,6 +181,34 @@ def test_interleaved_mode_times_the_three_models_on_the_same_batches(bench, tmp_
     assert att_ratio == pytest.approx(att / plain, rel=0.02, abs=0.01)
 
 
+def test_interleaved_eager_steps_the_res_embeddings_again_with_the_loops_off(bench, tmp_path,
+                                                                           monkeypatch):
+    from resemb_pl.nn.conv import native
+
+    stepped = []
+    real_step = bench.train_step
+    monkeypatch.setattr(bench, "train_step", lambda task, opt, batch: (
+        stepped.append((type(task.embedding).__name__, native.usable(torch.zeros(1)))),
+        real_step(task, opt, batch)))
+    out = tmp_path / "interleaved.txt"
+    bench.main(["--end-to-end", "--interleaved", "--eager", "--data", "tiny", "--steps", "3",
+                "--warmup", "1", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
+                "--out", str(out)])
+    # Five models a batch: plain, GCN, ATT with the loops as built, GCN and ATT without them.
+    assert len(stepped) == 5 * 4
+    first = stepped[:5]
+    loops = native.library() is not None
+    assert first == [("PlainEmbedding", loops), ("ResEmbedding", loops), ("ResEmbedding", loops),
+                     ("ResEmbedding", False), ("ResEmbedding", False)]
+    lines = out.read_text().splitlines()
+    assert lines[1].endswith(f"compiled CSR loops {'on' if loops else 'off'}")
+    header = next(i for i, line in enumerate(lines) if line.startswith("data "))
+    assert lines[header].split()[-5:] == ["ATT", "eager", "ms", "ATT", "eager/plain"]
+    cells = lines[header + 1].split()
+    eager_att, eager_ratio = float(cells[-2]), float(cells[-1])
+    assert eager_ratio == pytest.approx(eager_att / float(cells[4]), rel=0.02, abs=0.01)
+
+
 @pytest.mark.parametrize("mode", [[], ["--interleaved"]])
 @pytest.mark.parametrize("bad", [["--steps", "0"], ["--warmup", "-1"], ["--repeats", "0"]])
 def test_end_to_end_modes_refuse_bad_counts_in_one_line(bench, mode, bad, capsys):

@@ -5,7 +5,7 @@
  * function exists for float (_f32) and double (_f64). The loops run on one thread, in the
  * caller's; each reads an edge's source row once per pass, so a step costs what its edges
  * touch, without a message per edge in memory and without a transpose for the backward pass.
- * C99, no headers beyond libm: any C compiler builds it in about a second.
+ * C99 and libm only: any C compiler builds it in about a second.
  */
 #include <math.h>
 #include <stdint.h>
@@ -32,24 +32,9 @@ void in_edges_##S(int64_t n, const int64_t *rowptr, const int64_t *rows, const i
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
-/* out[i] = sum_{e in i} (w ? w[e] : 1) * x[col[e]]: the forward of a weighted sum. */        \
-void csr_sum_##S(int64_t n, int64_t f, const int64_t *crow, const int64_t *col,               \
-                 const T *w, const T *x, T *out) {                                              \
-    const int64_t last = crow[n];                                                               \
-    for (int64_t i = 0; i < n; ++i) {                                                           \
-        T *o = out + i * f;                                                                     \
-        memset(o, 0, (size_t)f * sizeof(T));                                                    \
-        for (int64_t e = crow[i]; e < crow[i + 1]; ++e) {                                       \
-            if (e + DIST < last) PREFETCH(x + col[e + DIST] * f, 0);                            \
-            const T *xj = x + col[e] * f;                                                       \
-            const T we = w ? w[e] : (T)1;                                                       \
-            for (int64_t k = 0; k < f; ++k) o[k] += we * xj[k];                                 \
-        }                                                                                       \
-    }                                                                                           \
-}                                                                                               \
-                                                                                                \
 /* out[col[e]] += (w ? w[e] : 1) * grad[i] for every edge e of target i; out is zeroed by   \
- * the caller. The backward pass of csr_sum with respect to x. */                               \
+ * the caller. The backward pass of a weighted sum over the edges (embedding_bag's, in       \
+ * resemb_pl.nn.conv.spmm) with respect to x. */                                             \
 void csr_scatter_##S(int64_t n, int64_t f, const int64_t *crow, const int64_t *col,           \
                      const T *w, const T *grad, T *out) {                                       \
     const int64_t last = crow[n];                                                               \

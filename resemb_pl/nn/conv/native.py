@@ -155,7 +155,8 @@ def in_edges(rowptr: Tensor, col: Tensor, weight: Tensor | None,
     """The in-edges of ``rows`` on the CSR graph ``(rowptr, col)`` as a CSR of their own:
     ``(crow, col, weight)`` with ``crow`` of ``len(rows) + 1`` and the edges of ``rows[k]`` at
     ``crow[k]:crow[k + 1]``, in the graph's order (``weight`` only if given)."""
-    rows = rows.contiguous()
+    rowptr, col, rows = rowptr.contiguous(), col.contiguous(), rows.contiguous()
+    weight = None if weight is None else weight.contiguous()
     count = rowptr.index_select(0, rows + 1) - rowptr.index_select(0, rows)
     crow = torch.zeros(rows.numel() + 1, dtype=torch.long)
     torch.cumsum(count, 0, out=crow[1:])
@@ -182,7 +183,8 @@ def scatter(crow: Tensor, col: Tensor, weight: Tensor | None, grad: Tensor,
             num_sources: int) -> Tensor:
     """``out[col[e]] += weight[e] * grad[i]`` for every edge ``e`` of target ``i``: the
     backward pass of a weighted sum over the CSR ``(crow, col)``; ``(num_sources, F)``."""
-    grad = grad.contiguous()
+    crow, col, grad = crow.contiguous(), col.contiguous(), grad.contiguous()
+    weight = None if weight is None else weight.contiguous()
     out = grad.new_zeros(num_sources, grad.size(1))
     _call("csr_scatter", grad, grad.size(0), grad.size(1), _p(crow), _p(col), _p(weight),
           _p(grad), _p(out))
@@ -192,7 +194,7 @@ def scatter(crow: Tensor, col: Tensor, weight: Tensor | None, grad: Tensor,
 def attend_forward(crow: Tensor, col: Tensor, x: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
     """Dot-product attention of the targets' queries ``q`` over their in-edges' sources ``x``:
     ``(out, alpha)``, the ``(len(q), F)`` result and the softmax weight of every edge."""
-    x, q = x.contiguous(), q.contiguous()
+    crow, col, x, q = crow.contiguous(), col.contiguous(), x.contiguous(), q.contiguous()
     out = q.new_empty(q.shape)
     alpha = q.new_empty(col.numel())
     _call("attend_forward", q, q.size(0), q.size(1), _p(crow), _p(col), _p(x), _p(q),
@@ -204,6 +206,7 @@ def attend_backward(crow: Tensor, col: Tensor, x: Tensor, q: Tensor, alpha: Tens
                     grad: Tensor) -> tuple[Tensor, Tensor]:
     """The gradients ``(grad_x, grad_q)`` of :func:`attend_forward` given ``grad`` of its
     output."""
+    crow, col = crow.contiguous(), col.contiguous()
     x, q, grad = x.contiguous(), q.contiguous(), grad.contiguous()
     grad_x = x.new_zeros(x.shape)
     grad_q = q.new_empty(q.shape)

@@ -54,12 +54,13 @@ def disabled() -> Iterator[None]:
         _OFF.reset(token)
 
 
-def usable(*tensors: Tensor) -> bool:
-    """Whether the loops can run on ``tensors``: all on the CPU, the indices int64, the
-    floating ones float32 or float64 alike, the library built, and the loops not turned
-    off."""
+def usable(*tensors: Tensor | None) -> bool:
+    """Whether the loops can run on ``tensors`` (``None`` entries, absent optional arguments,
+    are skipped): all on the CPU, the indices int64, the floating ones float32 or float64
+    alike, the library built, and the loops not turned off."""
     if _OFF.get() or os.environ.get("RESEMB_PL_NATIVE", "1") == "0":
         return False
+    tensors = tuple(t for t in tensors if t is not None)
     if not all(t.device.type == "cpu" and (t.is_floating_point() or t.dtype == torch.long)
                for t in tensors):
         return False
@@ -146,8 +147,8 @@ def _p(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _call(kind: str, like: Tensor, *args) -> None:
-    getattr(library(), f"{kind}_{_SUFFIX[like.dtype]}")(*args)
+def _call(kind: str, dtype: torch.dtype, *args) -> None:
+    getattr(library(), f"{kind}_{_SUFFIX[dtype]}")(*args)
 
 
 def in_edges(rowptr: Tensor, col: Tensor, weight: Tensor | None,
@@ -163,7 +164,8 @@ def in_edges(rowptr: Tensor, col: Tensor, weight: Tensor | None,
     total = int(crow[-1])
     out_col = col.new_empty(total)
     out_weight = None if weight is None else weight.new_empty(total)
-    _call("in_edges", torch.ones(()) if weight is None else weight, rows.numel(), _p(rowptr),
+    # Without weights any variant copies the columns; the float32 one is taken.
+    _call("in_edges", torch.float32 if weight is None else weight.dtype, rows.numel(), _p(rowptr),
           _p(rows), _p(crow), _p(col), _p(weight), _p(out_col), _p(out_weight))
     return crow, out_col, out_weight
 
@@ -186,7 +188,7 @@ def scatter(crow: Tensor, col: Tensor, weight: Tensor | None, grad: Tensor,
     crow, col, grad = crow.contiguous(), col.contiguous(), grad.contiguous()
     weight = None if weight is None else weight.contiguous()
     out = grad.new_zeros(num_sources, grad.size(1))
-    _call("csr_scatter", grad, grad.size(0), grad.size(1), _p(crow), _p(col), _p(weight),
+    _call("csr_scatter", grad.dtype, grad.size(0), grad.size(1), _p(crow), _p(col), _p(weight),
           _p(grad), _p(out))
     return out
 
@@ -197,7 +199,7 @@ def attend_forward(crow: Tensor, col: Tensor, x: Tensor, q: Tensor) -> tuple[Ten
     crow, col, x, q = crow.contiguous(), col.contiguous(), x.contiguous(), q.contiguous()
     out = q.new_empty(q.shape)
     alpha = q.new_empty(col.numel())
-    _call("attend_forward", q, q.size(0), q.size(1), _p(crow), _p(col), _p(x), _p(q),
+    _call("attend_forward", q.dtype, q.size(0), q.size(1), _p(crow), _p(col), _p(x), _p(q),
           _p(alpha), _p(out))
     return out, alpha
 
@@ -211,6 +213,6 @@ def attend_backward(crow: Tensor, col: Tensor, x: Tensor, q: Tensor, alpha: Tens
     grad_x = x.new_zeros(x.shape)
     grad_q = q.new_empty(q.shape)
     scratch = alpha.new_empty(alpha.shape)  # held here: _p keeps only the address
-    _call("attend_backward", q, q.size(0), q.size(1), _p(crow), _p(col), _p(x), _p(q),
+    _call("attend_backward", q.dtype, q.size(0), q.size(1), _p(crow), _p(col), _p(x), _p(q),
           _p(alpha), _p(grad), _p(scratch), _p(grad_x), _p(grad_q))
     return grad_x, grad_q

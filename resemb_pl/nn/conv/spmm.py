@@ -175,7 +175,7 @@ class _CSRSum(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             if ctx.t is not None:
                 grad_x = _source_sum(ctx.t, grad, weight)
-            elif not ctx.compiled and native.usable(grad, crow, col, *_given(weight)):
+            elif not ctx.compiled and native.usable(grad, crow, col, weight):
                 grad_x = native.scatter(crow, col, weight, grad, x.size(0))
             else:
                 row = torch.repeat_interleave(crow.diff(), output_size=col.numel())
@@ -185,10 +185,6 @@ class _CSRSum(torch.autograd.Function):
                 row = torch.repeat_interleave(crow.diff(), output_size=col.numel())
             grad_weight = (x.index_select(0, col) * grad.index_select(0, row)).sum(-1)
         return grad_x, None, None, grad_weight, None
-
-
-def _given(*tensors: Tensor | None) -> list[Tensor]:
-    return [t for t in tensors if t is not None]
 
 
 def _source_sum(t: Transpose, grad: Tensor, weight: Tensor | None) -> Tensor:

@@ -136,6 +136,12 @@ def _check_edges(edge_index: Tensor, num_nodes: int, what: str,
         raise error(f"{what}: edge_index holds node {int(bad[0])}, outside 0..{num_nodes - 1}")
 
 
+def _row_pointer(targets: Tensor, num_nodes: int) -> Tensor:
+    """The CSR row pointer ``(num_nodes + 1,)`` of edges sorted by their ``targets``."""
+    counts = torch.bincount(targets, minlength=num_nodes)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
 def _check_sizes(num_items: int, embedding_dim: int, **non_negative: float) -> None:
     """Refuse an embedding of no items or no width, or a negative coefficient, naming the key."""
     require("model.num_items", num_items, 1)
@@ -364,8 +370,7 @@ class ResEmbedding(ItemEmbedding):
             edge_index, weight = c.normalize_graph(edge_index, weight, self.num_items + 1)
         order = torch.sort(edge_index[1] * (self.num_items + 1) + edge_index[0])[1]
         self.edge_index, self.edge_weight = edge_index[:, order], weight[order]
-        counts = torch.bincount(self.edge_index[1], minlength=self.num_items + 1)
-        self.rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        self.rowptr = _row_pointer(self.edge_index[1], self.num_items + 1)
         self._transpose_key = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -383,12 +388,10 @@ class ResEmbedding(ItemEmbedding):
         items (every pass indexes rows with them; the compiled loops do so unchecked)."""
         size = self.num_items + 1
         _check_edges(self.edge_index, size, f"checkpoint {prefix}edge_index", CheckpointError)
-        edges = self.edge_index.size(1)
-        rowptr = self.rowptr
-        counts = torch.bincount(self.edge_index[1], minlength=size)
-        if (self.edge_weight.shape != (edges,) or rowptr.shape != (size + 1,)
-                or not torch.equal(rowptr[1:] - rowptr[:-1], counts) or int(rowptr[0]) != 0
-                or bool((self.edge_index[1, 1:] < self.edge_index[1, :-1]).any())):
+        targets = self.edge_index[1]
+        if (self.edge_weight.shape != targets.shape
+                or not torch.equal(self.rowptr, _row_pointer(targets, size))
+                or bool((targets[1:] < targets[:-1]).any())):
             raise CheckpointError(
                 f"checkpoint {prefix}edge_index / edge_weight / rowptr do not make a graph "
                 f"sorted by target over {size} nodes"

@@ -514,14 +514,20 @@ def format_end_to_end(rows: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def interleaved_tasks(data_args: list[str], args: argparse.Namespace):
-    """The data module and ``{model: (task, optimizer)}`` of the end-to-end models, built as
-    ``resemb-pl fit`` builds them (default configs), with the data handed to each task."""
-    tasks, dm = {}, None
+def interleaved_models(eager: bool) -> dict[str, str]:
+    """The interleaved models and their configs: the end-to-end ones and, with ``eager``, the
+    res-embeddings again as ``"<name> eager"``, stepped with the compiled CSR loops off."""
     models = dict(E2E_MODELS)
-    if args.eager:  # the res-embeddings again, stepped with the compiled CSR loops off
+    if eager:
         models.update({f"{m} eager": c for m, c in list(E2E_MODELS.items())[1:]})
-    for model, config in models.items():
+    return models
+
+
+def interleaved_tasks(data_args: list[str], args: argparse.Namespace):
+    """The data module and ``{model: (task, optimizer)}`` of :func:`interleaved_models`, built
+    as ``resemb-pl fit`` builds them (default configs), with the data handed to each task."""
+    tasks, dm = {}, None
+    for model, config in interleaved_models(args.eager).items():
         cli = build_cli(config, data_args, args, ["--trainer.logger=false"])
         if dm is None:
             dm = cli.datamodule
@@ -543,16 +549,18 @@ def bench_interleaved(args: argparse.Namespace) -> str:
     times each model's own ``Trainer.fit`` one after another.
     """
     device = torch.device(args.device)
-    res = list(E2E_MODELS)[1:]
-    if args.eager:
-        res += [f"{m} eager" for m in res]
+    res = list(interleaved_models(args.eager))[1:]
+
+    def widths(model: str) -> tuple[int, int]:  # the ms and ratio columns fit their names
+        return max(9, len(model) + 3), max(10, len(model) + 6)
+
     lines = [f"interleaved: one training step (forward, loss and regulariser, backward, the "
              f"configured optimizer) of DIN plain, GCN and ATT in turn on each batch of the "
              f"data module; configs/model/din_{{plain,gcn,att}}.yaml; device {device}, torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads; {args.warmup} warm-up + "
              f"{args.steps} batches, medians; {native_state(device)}", "",
              f"{'data':<42} {'items':>9} {'batch':>5} {'plain ms':>9}"
-             + "".join(f" {m + ' ms':>{max(9, len(m) + 3)}} {m + '/plain':>{max(10, len(m) + 6)}}"
+             + "".join(f" {m + ' ms':>{widths(m)[0]}} {m + '/plain':>{widths(m)[1]}}"
                        for m in res)]
     for name in args.data:
         label, data_args = e2e_data_args(name)
@@ -574,8 +582,8 @@ def bench_interleaved(args: argparse.Namespace) -> str:
         ms = {m: statistics.median(v) * 1e3 for m, v in times.items()}
         lines.append(f"{label:<42} {dm.num_items:>9,} {dm.hparams.batch_size:>5} "
                      f"{ms['plain']:>9.2f}" + "".join(
-                         f" {ms[m]:>{max(9, len(m) + 3)}.2f}"
-                         f" {ms[m] / ms['plain']:>{max(10, len(m) + 6)}.2f}" for m in names[1:]))
+                         f" {ms[m]:>{widths(m)[0]}.2f} {ms[m] / ms['plain']:>{widths(m)[1]}.2f}"
+                         for m in res))
     return "\n".join(lines) + "\n"
 
 

@@ -59,23 +59,32 @@ class ItemEmbedding(nn.Module):
         return next(self.parameters()).device
 
 
-class _DistinctRows(torch.autograd.Function):
-    """``weight[rows]`` for distinct ``rows``: the backward writes each row's gradient once."""
+class _Rows(torch.autograd.Function):
+    """``weight.index_select(0, rows)``, whose backward adds each row's gradient into zeros in
+    one pass: the compiled loop on a CPU (:func:`~resemb_pl.nn.conv.native.index_add`), else
+    ``index_copy_`` for ``distinct`` rows and ``index_add_`` for rows that repeat."""
 
     @staticmethod
-    def forward(ctx, weight: Tensor, rows: Tensor, padding_idx: int | None) -> Tensor:
+    def forward(ctx, weight: Tensor, rows: Tensor, padding_idx: int | None,
+                distinct: bool) -> Tensor:
         ctx.save_for_backward(rows)
-        ctx.size, ctx.padding_idx = weight.size(0), padding_idx
+        ctx.size, ctx.padding_idx, ctx.distinct = weight.size(0), padding_idx, distinct
         return weight.index_select(0, rows)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
         (rows,) = ctx.saved_tensors
-        out = grad.new_zeros(ctx.size, grad.size(1)).index_copy_(0, rows, grad)
+        out = grad.new_zeros(ctx.size, grad.size(1))
+        if native.usable(out, rows, grad):
+            native.index_add(out, rows, grad)
+        elif ctx.distinct:
+            out.index_copy_(0, rows, grad)
+        else:
+            out.index_add_(0, rows, grad)
         if ctx.padding_idx is not None:
             out[ctx.padding_idx] = 0
-        return out, None, None
+        return out, None, None, None
 
 
 def lookup(table: nn.Embedding, rows: Tensor) -> Tensor:
@@ -89,7 +98,7 @@ def lookup(table: nn.Embedding, rows: Tensor) -> Tensor:
     """
     if table.sparse or table.max_norm is not None:
         return table(rows)
-    return _DistinctRows.apply(table.weight, rows, table.padding_idx)
+    return _Rows.apply(table.weight, rows, table.padding_idx, True)
 
 
 def _batch_rows(ids: Tensor, num_rows: int) -> Tensor:
@@ -407,10 +416,10 @@ class ResEmbedding(ItemEmbedding):
         # Distinct rows only: each table is read (and, sparse, gets a gradient) once per row,
         # and the rows are spread to the positions by index_select, whose backward is one
         # index_add (advanced indexing's backward, an accumulating index_put, is ~15x slower
-        # on a CPU at DIN's 52k positions per batch).
+        # on a CPU at DIN's 52k positions per batch), one compiled loop on a CPU (_Rows).
         rows, inverse = distinct(ids, self.num_items + 1)
         central = (self.central(rows) if self._use_local(rows)
-                   else _DistinctRows.apply(self.central_table(), rows, None))
+                   else _Rows.apply(self.central_table(), rows, None, True))
         residual = lookup(self.residual, rows)
         # The regulariser of these rows reads the same residual rows (see regularization),
         # until a backward pass goes through them and frees their graph. Only a batch
@@ -420,7 +429,8 @@ class ResEmbedding(ItemEmbedding):
             self._looked_up = (rows, residual)
             residual.register_hook(self._forget_rows)
         out = central + residual
-        return out.index_select(0, inverse.reshape(-1)).view(*ids.shape, self.embedding_dim)
+        return _Rows.apply(out, inverse.reshape(-1), None, False).view(*ids.shape,
+                                                                      self.embedding_dim)
 
     def central_table(self) -> Tensor:
         """The central embedding ``W·Cb`` of every item by full-graph propagation."""

@@ -55,6 +55,22 @@ void in_edges_##S(int64_t n, const int64_t *rowptr, const int64_t *rows, const i
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
+INLINE void index_add_rows_##S(int64_t n, const int64_t f, const int64_t *restrict index,    \
+                               const T *restrict src, T *restrict out) {                        \
+    for (int64_t p = 0; p < n; ++p) {                                                           \
+        if (p + DIST < n) PREFETCH(out + index[p + DIST] * f, 1);                               \
+        T *restrict o = out + index[p] * f;                                                     \
+        const T *restrict s = src + p * f;                                                      \
+        for (int64_t k = 0; k < f; ++k) o[k] += s[k];                                           \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* out[index[p]] += src[p] for p < n (an index may repeat): the backward pass of a row        \
+ * lookup, torch's index_add_ along dim 0 without its per-row dispatch. */                     \
+void index_add_##S(int64_t n, int64_t f, const int64_t *index, const T *src, T *out) {        \
+    BY_WIDTH(f, INDEX_ADD_##S)                                                                  \
+}                                                                                               \
+                                                                                                \
 INLINE void scatter_rows_##S(int64_t n, const int64_t f, const int64_t *restrict crow,        \
                              const int64_t *restrict col, const T *restrict w,                  \
                              const T *restrict grad, T *restrict out) {                         \
@@ -166,6 +182,8 @@ void attend_backward_##S(int64_t n, int64_t f, const int64_t *crow, const int64_
     BY_WIDTH(f, BACKWARD_##S)                                                                   \
 }
 
+#define INDEX_ADD_f32(F) index_add_rows_f32(n, F, index, src, out)
+#define INDEX_ADD_f64(F) index_add_rows_f64(n, F, index, src, out)
 #define SCATTER_f32(F) scatter_rows_f32(n, F, crow, col, w, grad, out)
 #define SCATTER_f64(F) scatter_rows_f64(n, F, crow, col, w, grad, out)
 #define FORWARD_f32(F) forward_rows_f32(n, F, crow, col, x, q, alpha, out)

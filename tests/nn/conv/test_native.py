@@ -81,6 +81,28 @@ def test_weighted_sum_backward_equals_the_eager_scatter(case, weighted):
 
 
 @settings(max_examples=60, deadline=None)
+@given(st.integers(1, 9), st.sampled_from([1, 5, 8, 17, 18, 19, 32, 64, 65]),
+       st.sampled_from([torch.float32, torch.float64]), st.data())
+def test_index_add_equals_torchs(rows, width, dtype, data):
+    index = torch.tensor(data.draw(st.lists(st.integers(0, rows - 1), max_size=30)),
+                         dtype=torch.long)  # repeats and rows never indexed included
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 99)))
+    src = torch.randn(index.numel(), width, generator=gen, dtype=dtype)
+    base = torch.randn(rows, width, generator=gen, dtype=dtype)
+    got = native.index_add(base.clone(), index, src)
+    torch.testing.assert_close(got, base.index_add(0, index, src), **_tol(dtype))
+
+
+def test_index_add_refuses_an_index_outside_the_rows():
+    src = torch.ones(2, 3)
+    for bad in (3, -1):
+        with pytest.raises(IndexError, match=f"index {bad} is outside 0..2"):
+            native.index_add(torch.zeros(3, 3), torch.tensor([0, bad]), src)
+    with pytest.raises(ValueError, match="do not match"):
+        native.index_add(torch.zeros(3, 3), torch.tensor([0]), src)
+
+
+@settings(max_examples=60, deadline=None)
 @given(_csr(), st.data())
 def test_in_edges_copies_the_rows_ranges(case, data):
     crow, col, sources, _, dtype, _ = case
@@ -117,12 +139,13 @@ def test_attention_by_hand():
 
 @pytest.mark.parametrize("conv", [MeanConv, GCNNormConv, DotAttentionConv])
 @pytest.mark.parametrize("propagation", ["local", "full"])
-def test_res_embedding_equals_its_eager_step(conv, propagation):
+@pytest.mark.parametrize("width", [6, 18])  # a width the C loops take as it comes, a constant one
+def test_res_embedding_equals_its_eager_step(conv, propagation, width):
     gen = torch.Generator().manual_seed(0)
     edges = torch.randint(1, 41, (2, 300), generator=gen)
     from torch_geometric.data import Data
 
-    emb = ResEmbedding(40, 6, conv=conv, propagation=propagation, num_layers=1)
+    emb = ResEmbedding(40, width, conv=conv, propagation=propagation, num_layers=1)
     emb.set_graph(Data(edge_index=edges, num_nodes=41))
     ids = torch.randint(0, 41, (32, 7), generator=gen)
 
@@ -130,7 +153,7 @@ def test_res_embedding_equals_its_eager_step(conv, propagation):
         emb.zero_grad(set_to_none=True)
         out = emb(ids)
         (out.pow(2).sum() + emb.regularization(ids)).backward()
-        return out.detach(), emb.basis.weight.grad.clone()
+        return out.detach(), emb.basis.weight.grad.clone(), emb.residual.weight.grad.clone()
 
     compiled = step()
     with native.disabled():

@@ -23,9 +23,9 @@ A layer declares its capabilities as class attributes, as PyG declares
   Extracting costs about the same per edge whatever the layer, so it pays sooner for layers
   with more work per edge. Measured on Amazon Sports on a CPU (``python scripts/benchmark.py
   --propagation``), where the built-in layers run the compiled CSR loops of
-  :mod:`~resemb_pl.nn.conv.native`: 0.3 for :class:`~resemb_pl.nn.conv.GCNNormConv` and
+  :mod:`~resemb_pl.nn.conv.native`: 0.35 for :class:`~resemb_pl.nn.conv.GCNNormConv` and
   :class:`~resemb_pl.nn.conv.MeanConv` (0.25 in eager PyTorch, the default for other layers),
-  0.5 for :class:`~resemb_pl.nn.conv.DotAttentionConv` (0.4 eager); PyG's attention layers,
+  0.45 for :class:`~resemb_pl.nn.conv.DotAttentionConv` (0.4 eager); PyG's attention layers,
   whose subgraph is relabelled and whose messages are materialised per edge, are given 0.6
   (not measured).
 

@@ -347,6 +347,7 @@ class ResEmbedding(ItemEmbedding):
         self._local_share = min(cap.local_share for cap in caps)
         # One fused layer that takes (x_src, x_dst): the rows' CSR ranges are the adjacency.
         self._bipartite = num_layers == 1 and self._csr and caps[0].bipartite
+        self._target_index = self._bipartite and caps[0].target_index
         # The graph, sorted by target item (CSR): edge_index[1] ascending, and its row pointer.
         self.register_buffer("edge_index", torch.zeros(2, 0, dtype=torch.long))
         self.register_buffer("edge_weight", torch.zeros(0))
@@ -355,6 +356,7 @@ class ResEmbedding(ItemEmbedding):
         self._fused = False
         self._transpose_key: tuple | None = None  # see _graph_transpose
         self._transpose: Transpose | None = None
+        self._padding_in_edges = False  # whether the graph has edges into row 0 (padding)
         self._looked_up: tuple[Tensor, Tensor] | None = None  # see regularization
 
     # -- graph -------------------------------------------------------------------------------
@@ -380,7 +382,11 @@ class ResEmbedding(ItemEmbedding):
         order = torch.sort(edge_index[1] * (self.num_items + 1) + edge_index[0])[1]
         self.edge_index, self.edge_weight = edge_index[:, order], weight[order]
         self.rowptr = _row_pointer(self.edge_index[1], self.num_items + 1)
+        self._graph_changed()
+
+    def _graph_changed(self) -> None:
         self._transpose_key = None
+        self._padding_in_edges = bool(self.rowptr[1] > 0)  # read once, not a sync per step
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The graph buffers take the size stored in the checkpoint.
@@ -390,7 +396,7 @@ class ResEmbedding(ItemEmbedding):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if prefix + "edge_index" in state_dict:
             self._check_loaded_graph(prefix)
-        self._transpose_key = None
+        self._graph_changed()
 
     def _check_loaded_graph(self, prefix: str) -> None:
         """Refuse a checkpoint whose graph buffers do not make a CSR graph of this embedding's
@@ -474,7 +480,12 @@ class ResEmbedding(ItemEmbedding):
                 graph_t = transpose(crow, col, self.num_items + 1)
             adj_t = csr_adjacency(crow, col, weight, (rows.numel(), self.num_items + 1), graph_t)
             kwargs, _ = self._calls[0]
-            return self.convs[0]((x, lookup(self.basis, rows)), adj_t, **kwargs)
+            # The targets as rows of x where the layer takes them so (one table-sized gradient
+            # for the basis, not two) and that is exact: the padding row, whose lookup gets no
+            # gradient, has no in-edges, so no query gradient either.
+            x_dst = (rows if self._target_index and not self._padding_in_edges
+                     else lookup(self.basis, rows))
+            return self.convs[0]((x, x_dst), adj_t, **kwargs)
         sub = in_subgraph(self.rowptr, self.edge_index[0], rows, len(self.convs))
         weight = self.edge_weight.index_select(0, sub.edge_id)
         # The subgraph's transpose (one sort of its edges) lets the fused layers' backward

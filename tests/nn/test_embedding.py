@@ -52,6 +52,36 @@ def test_local_propagation_equals_full(conv, num_layers):
     assert torch.allclose(full(ids), local(ids), atol=1e-6)
 
 
+@pytest.mark.parametrize("into_padding", [False, True])
+def test_attention_queries_as_rows_give_the_lookups_numbers(into_padding):
+    # DotAttentionConv takes the batch's rows as its targets (SUPPORTS_TARGET_INDEX): one
+    # table-sized gradient for the basis. Forward and both tables' gradients equal those of
+    # the looked-up queries; a graph with in-edges into the padding row keeps the lookup
+    # (whose padding row gets no gradient).
+    g = graph()
+    if into_padding:
+        g = Data(edge_index=torch.cat([g.edge_index, torch.tensor([[3], [0]])], 1),
+                 edge_weight=torch.cat([g.edge_weight, torch.ones(1)]), num_nodes=7)
+    torch.manual_seed(0)
+    embs = [ResEmbedding(6, 18, conv=DotAttentionConv, propagation="local") for _ in range(2)]
+    embs[1].load_state_dict(embs[0].state_dict())
+    with torch.no_grad():
+        for e in embs:
+            e.set_graph(g)
+            e.residual.weight[1:] = torch.linspace(-1, 1, 6 * 18).view(6, 18)
+    embs[1]._target_index = False  # the lookup of the queries
+    assert embs[0]._target_index is True
+    assert embs[0]._padding_in_edges is into_padding
+    ids = torch.tensor([[2, 5, 5], [1, 0, 4], [3, 3, 0]])
+    results = []
+    for e in embs:
+        out = e(ids)
+        (out.pow(2).sum() + e.regularization(ids)).backward()
+        results.append((out.detach(), e.basis.weight.grad, e.residual.weight.grad))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
 def test_regularization():
     emb = ResEmbedding(6, 2, residual_l2=0.5)
     with torch.no_grad():

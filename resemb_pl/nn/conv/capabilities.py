@@ -18,6 +18,11 @@ A layer declares its capabilities as class attributes, as PyG declares
   adjacency of targets by sources (PyG's ``PairTensor`` convention). One such layer lets the
   embedding propagate a batch's rows without relabelling a subgraph: the rows' CSR ranges
   of the whole graph are the adjacency, the whole table the sources.
+- ``SUPPORTS_TARGET_INDEX``: with ``SUPPORTS_BIPARTITE``, ``x_dst`` may also be an int64
+  tensor, the rows of ``x_src`` that the targets are (``x_dst = x_src[index]``); the layer
+  then reads the targets' features from ``x_src`` and adds their gradient into ``x_src``'s. A
+  layer that uses ``x_dst`` (attention's queries) saves the embedding a lookup whose gradient
+  is a second table-sized tensor for autograd to add to the first.
 - ``LOCAL_SHARE``: for an exact layer, the share of the graph's edges below which a batch's
   subgraph is cheaper to extract and propagate than the whole graph (``propagation="auto"``).
   Extracting costs about the same per edge whatever the layer, so it pays sooner for layers
@@ -62,12 +67,12 @@ from torch_geometric.nn import (
 )
 
 _NAMES = ("EXACT_ON_SUBGRAPH", "PRENORMALIZE", "SUPPORTS_EDGE_WEIGHT", "SUPPORTS_BIPARTITE",
-          "LOCAL_SHARE")
+          "SUPPORTS_TARGET_INDEX", "LOCAL_SHARE")
 
 #: Capabilities of a layer that declares none (``SUPPORTS_EDGE_WEIGHT`` is read from the
 #: signature of its ``forward``).
 DEFAULTS = {"EXACT_ON_SUBGRAPH": False, "PRENORMALIZE": False, "SUPPORTS_BIPARTITE": False,
-            "LOCAL_SHARE": 0.25}
+            "SUPPORTS_TARGET_INDEX": False, "LOCAL_SHARE": 0.25}
 
 #: PyG's built-ins as ``ResEmbedding`` calls them. Attention, GraphSAGE, GraphConv and the
 #: graph transformer read only the target and its in-edges. ``GCNConv`` and ``LGConv`` normalise
@@ -97,6 +102,7 @@ class Capabilities(NamedTuple):
         local_share: ``propagation="auto"`` propagates a batch's subgraph when it holds fewer
             than this share of the graph's edges.
         bipartite: ``forward`` takes ``(x_src, x_dst)`` with a targets-by-sources adjacency.
+        target_index: ``x_dst`` may be the int64 rows of ``x_src`` that the targets are.
     """
 
     exact_on_subgraph: bool
@@ -104,6 +110,7 @@ class Capabilities(NamedTuple):
     edge_weight: bool
     local_share: float = 0.25
     bipartite: bool = False
+    target_index: bool = False
 
 
 def capabilities(layer: nn.Module) -> Capabilities:
@@ -126,4 +133,5 @@ def capabilities(layer: nn.Module) -> Capabilities:
         edge_weight=bool(values["SUPPORTS_EDGE_WEIGHT"]),
         local_share=float(values["LOCAL_SHARE"]),
         bipartite=bool(values["SUPPORTS_BIPARTITE"]),
+        target_index=bool(values["SUPPORTS_BIPARTITE"]) and bool(values["SUPPORTS_TARGET_INDEX"]),
     )

@@ -3,7 +3,7 @@ from typing import Optional
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
 from torch_geometric.typing import Adj, OptTensor, PairTensor
-from torch_geometric.utils import softmax
+from torch_geometric.utils import is_sparse, softmax
 
 from resemb_pl.nn.conv.spmm import attend
 from resemb_pl.nn.layers import check_width
@@ -27,14 +27,17 @@ class DotAttentionConv(MessagePassing):
         out_channels: Must equal ``in_channels``; kept for the factory contract.
 
     Shapes:
-        - **input:** ``x`` :math:`(|V|, F)`, ``edge_index`` :math:`(2, |E|)` or a sparse
-          adjacency :math:`(|V|, |V|)` (targets by sources)
+        - **input:** ``x`` :math:`(|V|, F)` or a pair ``(x_src, x_dst)``, where ``x_dst`` may
+          be the int64 rows of ``x_src`` that the targets are (``SUPPORTS_TARGET_INDEX``);
+          ``edge_index`` :math:`(2, |E|)` or a sparse adjacency :math:`(|V|, |V|)` (targets by
+          sources)
         - **output:** :math:`(|V|, F)`
     """
 
     EXACT_ON_SUBGRAPH = True  # a softmax over i's in-edges
     SUPPORTS_EDGE_WEIGHT = True
     SUPPORTS_BIPARTITE = True  # (x_src, x_dst) with a targets-by-sources adjacency
+    SUPPORTS_TARGET_INDEX = True  # x_dst as the int64 rows of x_src
     LOCAL_SHARE = 0.45  # scores, softmax and sum per edge (compiled loops, Amazon Sports)
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -45,6 +48,8 @@ class DotAttentionConv(MessagePassing):
 
     def forward(self, x: Tensor | PairTensor, edge_index: Adj,
                 edge_weight: OptTensor = None) -> Tensor:
+        if isinstance(x, tuple) and not x[1].is_floating_point() and not is_sparse(edge_index):
+            x = (x[0], x[0].index_select(0, x[1]))  # message() reads the targets' features
         return self.propagate(edge_index, x=x)
 
     # PyG's signature inspector needs typing.Optional here, not ``int | None``.

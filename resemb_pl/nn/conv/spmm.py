@@ -227,14 +227,18 @@ def attend(adj_t: Tensor, x: Tensor, x_dst: Tensor | None = None) -> Tensor:
         adj_t: Sparse adjacency ``(num_targets, num_sources)``, targets by sources; its values
             are not used.
         x: Source features ``(num_sources, F)``.
-        x_dst: Target features (the queries ``q``) ``(num_targets, F)``; default ``x`` (a
-            square adjacency).
+        x_dst: Target features (the queries ``q``) ``(num_targets, F)``; or an int64 tensor
+            ``(num_targets,)``, the rows of ``x`` that the targets are (``q = x[x_dst]``,
+            whose gradient is then added into ``x``'s, one table-sized gradient instead of
+            two); default ``x`` (a square adjacency).
 
     Returns:
         ``(num_targets, F)``; a target without in-edges gets zeros.
     """
     crow, col, t = _csr(adj_t)
-    return _Attend.apply(x, x if x_dst is None else x_dst, crow, col, t)
+    if x_dst is not None and not x_dst.is_floating_point():
+        return _Attend.apply(x, None, crow, col, t, x_dst)
+    return _Attend.apply(x, x if x_dst is None else x_dst, crow, col, t, None)
 
 
 def _edge_dots(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -246,55 +250,71 @@ def _edge_dots(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 class _Attend(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, q: Tensor, crow: Tensor, col: Tensor,
-                t: Transpose | None) -> Tensor:
+    def forward(ctx, x: Tensor, q: Tensor | None, crow: Tensor, col: Tensor,
+                t: Transpose | None, rows: Tensor | None) -> Tensor:
         from torch_geometric.utils import segment
 
+        if rows is not None:  # the targets are rows of x: q's gradient goes into x's
+            q = x.index_select(0, rows)
         ctx.t, ctx.compiled = t, _COMPILED.get()
         ctx.native = not ctx.compiled and native.usable(x, q, crow, col)
         if ctx.native:  # one loop forward, one backward; no transpose needed
             out, alpha = native.attend_forward(crow, col, x, q)
-            ctx.save_for_backward(x, q, crow, col, alpha)
+            ctx.save_for_backward(x, q, crow, col, rows, alpha)
             return out
         row = torch.repeat_interleave(crow.diff(), output_size=col.numel())
         score = _edge_dots(crow, col, q, x)
         score = score - segment(score, crow, reduce="max").index_select(0, row)
         alpha = score.exp_()
         alpha = alpha / (segment(alpha, crow, reduce="sum") + 1e-16).index_select(0, row)
-        ctx.save_for_backward(x, q, crow, col, row, alpha)
+        ctx.save_for_backward(x, q, crow, col, rows, alpha, row)
         return F.embedding_bag(col, x, crow, mode="sum", per_sample_weights=alpha,
                                include_last_offset=True)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        from torch_geometric.utils import segment
-
         grad = grad.contiguous()
         if ctx.native:
-            x, q, crow, col, alpha = ctx.saved_tensors
+            x, q, crow, col, rows, alpha = ctx.saved_tensors
             grad_x, grad_q = native.attend_backward(crow, col, x, q, alpha, grad)
-            return grad_x, grad_q, None, None, None
-        x, q, crow, col, row, alpha = ctx.saved_tensors
-        # d loss / d alpha_e = grad[i] . x[j]; then the softmax's backward within each target.
-        d_alpha = _edge_dots(crow, col, grad, x)
-        d_alpha.sub_(segment(alpha * d_alpha, crow, reduce="sum").index_select(0, row))
-        d_score = d_alpha.mul_(alpha)
-        # x_j reaches c_i as a value (weight alpha) and as a key (weight d_score), and q_i as
-        # the query (weight d_score, summed over i's in-edges). When q is x, autograd adds
-        # the two gradients.
-        grad_q = F.embedding_bag(col, x, crow, mode="sum", per_sample_weights=d_score,
-                                 include_last_offset=True)
-        if ctx.t is not None:
-            # Both sums in one pass over the sources (one output, not two to add): each edge
-            # reads row i of grad, weighted by alpha, then row i of q, weighted by d_score.
-            t = ctx.t
-            both = t.row.unsqueeze(1).repeat(1, 2)
-            both[:, 1] += grad.size(0)
-            weight = torch.stack([alpha, d_score], 1).index_select(0, t.perm)
-            grad_x = F.embedding_bag(both.view(-1), torch.cat([grad, q]), t.ptr * 2, mode="sum",
-                                     include_last_offset=True, per_sample_weights=weight.view(-1))
         else:
-            grad_x = _scatter(grad, row, col, alpha, x.size(0), ctx.compiled)
-            grad_x += _scatter(q, row, col, d_score, x.size(0), ctx.compiled)
-        return grad_x, grad_q, None, None, None
+            x, q, crow, col, rows, alpha, row = ctx.saved_tensors
+            grad_x, grad_q = _attend_backward(ctx.t, ctx.compiled, x, q, crow, col, row,
+                                              alpha, grad)
+        if rows is None:
+            return grad_x, grad_q, None, None, None, None
+        if native.usable(grad_x, rows, grad_q):
+            native.index_add(grad_x, rows, grad_q)
+        else:
+            grad_x.index_add_(0, rows, grad_q)
+        return grad_x, None, None, None, None, None
+
+
+def _attend_backward(t: Transpose | None, compiled: bool, x: Tensor, q: Tensor, crow: Tensor,
+                     col: Tensor, row: Tensor, alpha: Tensor,
+                     grad: Tensor) -> tuple[Tensor, Tensor]:
+    """``(grad_x, grad_q)`` of :func:`attend` in eager PyTorch."""
+    from torch_geometric.utils import segment
+
+    # d loss / d alpha_e = grad[i] . x[j]; then the softmax's backward within each target.
+    d_alpha = _edge_dots(crow, col, grad, x)
+    d_alpha.sub_(segment(alpha * d_alpha, crow, reduce="sum").index_select(0, row))
+    d_score = d_alpha.mul_(alpha)
+    # x_j reaches c_i as a value (weight alpha) and as a key (weight d_score), and q_i as
+    # the query (weight d_score, summed over i's in-edges). When q is x, autograd adds
+    # the two gradients.
+    grad_q = F.embedding_bag(col, x, crow, mode="sum", per_sample_weights=d_score,
+                             include_last_offset=True)
+    if t is not None:
+        # Both sums in one pass over the sources (one output, not two to add): each edge
+        # reads row i of grad, weighted by alpha, then row i of q, weighted by d_score.
+        both = t.row.unsqueeze(1).repeat(1, 2)
+        both[:, 1] += grad.size(0)
+        weight = torch.stack([alpha, d_score], 1).index_select(0, t.perm)
+        grad_x = F.embedding_bag(both.view(-1), torch.cat([grad, q]), t.ptr * 2, mode="sum",
+                                 include_last_offset=True, per_sample_weights=weight.view(-1))
+    else:
+        grad_x = _scatter(grad, row, col, alpha, x.size(0), compiled)
+        grad_x += _scatter(q, row, col, d_score, x.size(0), compiled)
+    return grad_x, grad_q

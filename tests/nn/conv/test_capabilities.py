@@ -20,26 +20,39 @@ GRAPH = Data(edge_index=torch.tensor([[2, 3, 1, 3], [1, 1, 2, 2]]),
 
 
 @pytest.mark.parametrize(
-    ("layer", "exact", "prenormalize", "edge_weight", "share", "bipartite"),
+    ("layer", "exact", "prenormalize", "edge_weight", "share", "bipartite", "target_index"),
     [
-        (MeanConv(4, 4), True, False, True, 0.35, True),
-        (DotAttentionConv(4, 4), True, False, True, 0.45, True),
-        (GCNNormConv(4, 4), True, True, True, 0.35, True),
+        (MeanConv(4, 4), True, False, True, 0.35, True, False),
+        (DotAttentionConv(4, 4), True, False, True, 0.45, True, True),
+        (GCNNormConv(4, 4), True, True, True, 0.35, True, False),
         # the layer's own option
-        (GCNNormConv(4, 4, normalize=False), True, False, True, 0.35, True),
-        (GCNAdapterConv(4, 4), True, True, True, 0.25, False),
-        (LGAdapterConv(4, 4), True, True, True, 0.25, False),
-        (GATAdapterConv(4, 4), True, False, True, 0.6, False),
-        (SAGEAdapterConv(4, 4), True, False, True, 0.25, False),
+        (GCNNormConv(4, 4, normalize=False), True, False, True, 0.35, True, False),
+        (GCNAdapterConv(4, 4), True, True, True, 0.25, False, False),
+        (LGAdapterConv(4, 4), True, True, True, 0.25, False, False),
+        (GATAdapterConv(4, 4), True, False, True, 0.6, False, False),
+        (SAGEAdapterConv(4, 4), True, False, True, 0.25, False, False),
         # PyG's built-ins, from the one table
-        (GATConv(4, 4), True, False, False, 0.6, False),
-        (SAGEConv(4, 4), True, False, False, 0.25, False),
-        (GCNConv(4, 4), False, False, True, 0.25, False),
-        (LGConv(), False, False, True, 0.25, False),
+        (GATConv(4, 4), True, False, False, 0.6, False, False),
+        (SAGEConv(4, 4), True, False, False, 0.25, False, False),
+        (GCNConv(4, 4), False, False, True, 0.25, False, False),
+        (LGConv(), False, False, True, 0.25, False, False),
     ],
 )
-def test_declared_capabilities(layer, exact, prenormalize, edge_weight, share, bipartite):
-    assert tuple(capabilities(layer)) == (exact, prenormalize, edge_weight, share, bipartite)
+def test_declared_capabilities(layer, exact, prenormalize, edge_weight, share, bipartite,
+                               target_index):
+    assert tuple(capabilities(layer)) == (exact, prenormalize, edge_weight, share, bipartite,
+                                          target_index)
+
+
+def test_target_index_needs_bipartite():
+    class Queries(MessagePassing):  # declares the index form without the pair form
+        SUPPORTS_TARGET_INDEX = True
+
+    class Pairs(Queries):
+        SUPPORTS_BIPARTITE = True
+
+    assert not capabilities(Queries()).target_index
+    assert capabilities(Pairs()).target_index
 
 
 class _Sum(MessagePassing):
@@ -59,8 +72,8 @@ class _MyGAT(GATConv):  # a subclass of a built-in declares its own capabilities
 
 
 def test_foreign_layers_default_to_inexact_and_subclasses_inherit():
-    assert tuple(capabilities(_Sum(4, 4))) == (False, False, True, 0.25, False)
-    assert tuple(capabilities(_ExactSum(4, 4))) == (True, False, True, 0.25, False)
+    assert tuple(capabilities(_Sum(4, 4))) == (False, False, True, 0.25, False, False)
+    assert tuple(capabilities(_ExactSum(4, 4))) == (True, False, True, 0.25, False, False)
     assert not capabilities(_MyGAT(4, 4)).exact_on_subgraph
     # A foreign forward without edge_weight (GINConv's third argument is size) is called
     # without it.

@@ -1,5 +1,6 @@
 """The compiled CSR loops (resemb_pl.nn.conv.native) against the eager paths and PyG."""
 
+import contextlib
 import warnings
 
 import pytest
@@ -66,6 +67,33 @@ def test_attention_equals_the_eager_path_and_pyg(case):
     for got, want, ref in zip(compiled, eager, pyg, strict=True):
         torch.testing.assert_close(got, want, **_tol(dtype))
         torch.testing.assert_close(got, ref, **_tol(dtype))
+
+
+@settings(max_examples=60, deadline=None)
+@given(_csr(), st.data())
+def test_attention_with_targets_as_rows_of_x_equals_their_features(case, data):
+    # x_dst as the int64 rows of x (SUPPORTS_TARGET_INDEX): the same output, and x's gradient
+    # is the sum of the two that x and x[rows] get, with the loops and without.
+    crow, col, sources, width, dtype, seed = case
+    targets = crow.numel() - 1
+    rows = torch.tensor(data.draw(st.lists(st.integers(0, sources - 1), min_size=targets,
+                                           max_size=targets)), dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(sources, width, generator=gen, dtype=dtype, requires_grad=True)
+    upstream = torch.randn(targets, width, generator=gen, dtype=dtype)
+    adj = _adj(crow, col, sources, torch.ones(col.numel(), dtype=dtype))
+    for off in (False, True):
+        with native.disabled() if off else contextlib.nullcontext():
+            got = attend(adj, x, rows)
+            want = attend(adj, x, x[rows])
+            got_grad, = torch.autograd.grad(got, x, upstream)
+            want_grad, = torch.autograd.grad(want, x, upstream)
+        torch.testing.assert_close(got, want, **_tol(dtype))
+        torch.testing.assert_close(got_grad, want_grad, **_tol(dtype))
+    # The layer's message() path over edge_index takes the index form too.
+    row = torch.repeat_interleave(crow.diff())
+    conv = DotAttentionConv(width, width)
+    torch.testing.assert_close(conv((x, rows), torch.stack([col, row])), want, **_tol(dtype))
 
 
 @settings(max_examples=60, deadline=None)

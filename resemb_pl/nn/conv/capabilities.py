@@ -118,7 +118,7 @@ def capabilities(layer: nn.Module) -> Capabilities:
 
     Example::
 
-        capabilities(MeanConv(8, 8))  # Capabilities(True, False, True, 0.25)
+        capabilities(MeanConv(8, 8))  # Capabilities(True, False, True, 0.35, True, False)
         capabilities(GCNNormConv(8, 8, normalize=False)).prenormalize  # False
     """
     cls = type(layer)
